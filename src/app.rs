@@ -1,0 +1,172 @@
+//! Shared state of a running sidecar (`App`): validated config, store, TikTok client, cookie
+//! names, protected routes, the clock, and the in-memory session cache that keeps the hot
+//! path free of database writes and network calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use url::Url;
+
+use crate::config::Config;
+use crate::cookies::CookieNames;
+use crate::crypto;
+use crate::paths::ProtectedRoutes;
+use crate::store::{Identity, Store, StoreError};
+use crate::tiktok::{TikTokClient, TikTokError};
+
+/// Wall clock in unix seconds, with an offset tests can advance to expire states and
+/// sessions without sleeping.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset: AtomicI64,
+}
+
+impl Clock {
+    pub fn now(&self) -> i64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        real + self.offset.load(Ordering::Relaxed)
+    }
+
+    pub fn advance(&self, secs: i64) {
+        self.offset.fetch_add(secs, Ordering::Relaxed);
+    }
+}
+
+/// Live sessions by SHA-256 of the cookie token. Entries are immutable snapshots; a change
+/// (sign-out, profile sync) removes them and the next request reloads from the store.
+#[derive(Debug)]
+pub struct SessionCache {
+    entries: RwLock<HashMap<[u8; 32], Arc<Identity>>>,
+    capacity: usize,
+}
+
+impl SessionCache {
+    pub fn new(capacity: usize) -> SessionCache {
+        SessionCache {
+            entries: RwLock::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn get(&self, key: &[u8; 32]) -> Option<Arc<Identity>> {
+        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        map.get(key).cloned()
+    }
+
+    pub fn insert(&self, key: [u8; 32], id: Arc<Identity>, now: i64) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.capacity {
+            // Expired entries go first; if that is not enough, start over. A cold cache only
+            // costs one indexed read per session, while unbounded growth is a DoS vector.
+            map.retain(|_, v| v.session_expires > now);
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+        }
+        map.insert(key, id);
+    }
+
+    pub fn remove(&self, key: &[u8; 32]) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+
+    pub fn remove_user(&self, user_id: &str) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, v| v.user_id != user_id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct App {
+    pub config: Config,
+    /// The public origin as a URL (`https://app.example.com/`), for redirects.
+    pub origin: Url,
+    pub store: Store,
+    pub tiktok: TikTokClient,
+    pub cookies: CookieNames,
+    pub protected: ProtectedRoutes,
+    pub sessions: SessionCache,
+    pub clock: Clock,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the TikTok HTTP client")]
+    TikTok(#[from] TikTokError),
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<App, StartError> {
+        let store = Store::open(&config.database, config.keys.clone())?;
+        let tiktok = TikTokClient::new(config.tiktok.clone(), config.redirect_uri())?;
+        let mut origin = config.public_url.clone();
+        origin.set_path("/");
+        Ok(App {
+            cookies: CookieNames::new(config.secure_cookies()),
+            protected: ProtectedRoutes::new(&config.protected),
+            sessions: SessionCache::new(100_000),
+            clock: Clock::default(),
+            origin,
+            store,
+            tiktok,
+            config,
+        })
+    }
+
+    /// `origin + path` as an absolute URL string; `path` starts with '/'.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.config.origin(), path)
+    }
+
+    /// The identity behind a session cookie value. The hot path: decode, hash, cache hit.
+    /// A miss reads the store once (never writes) and fills the cache.
+    pub async fn identity(&self, cookie_value: &str) -> Option<Arc<Identity>> {
+        let token = crypto::decode_token(cookie_value)?;
+        let key = crypto::sha256(&token);
+        let now = self.clock.now();
+        if let Some(id) = self.sessions.get(&key) {
+            if id.session_expires > now {
+                return Some(id);
+            }
+            self.sessions.remove(&key);
+            return None;
+        }
+        let hash = crypto::hex(&key);
+        match self
+            .store
+            .run(move |s| s.session_identity(&hash, now))
+            .await
+        {
+            Ok(Some(id)) => {
+                let id = Arc::new(id);
+                self.sessions.insert(key, id.clone(), now);
+                Some(id)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                log::error!("session lookup failed: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// SHA-256 of a session cookie token, as the cache key and (hex) as the stored id.
+pub fn session_key(cookie_value: &str) -> Option<[u8; 32]> {
+    crypto::decode_token(cookie_value).map(|t| crypto::sha256(&t))
+}

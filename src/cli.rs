@@ -1,0 +1,192 @@
+//! The command line: `run` (default), `check`, `keygen`, `demo`, `mock-tiktok`. Maps every
+//! outcome to an exit code: 0 ok, 64 bad configuration or usage, 1 failure at run time.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, ProcessEnv};
+
+/// EX_USAGE from sysexits.h: the operator has something to fix.
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nini-auth",
+    version,
+    about = "TikTok sign-in sidecar: a reverse proxy that authenticates users and forwards identity headers"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = config::ENV_CONFIG, default_value = "config.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar (the default).
+    Run,
+    /// Validate the configuration, print it with secrets redacted and the redirect URI to
+    /// register with TikTok. Exits 64 listing every problem.
+    Check,
+    /// Print a fresh random 32-byte key, base64, for `secrets.encryption_keys`.
+    Keygen,
+    /// Run sidecar + mock TikTok + demo app on localhost; no TikTok account needed.
+    Demo {
+        /// Where the sidecar listens (the URL to open).
+        #[arg(long, default_value = "127.0.0.1:4180")]
+        listen: SocketAddr,
+    },
+    /// Run only the mock TikTok (OAuth + Display API), for frontend work without credentials.
+    MockTiktok {
+        #[arg(long, default_value = "127.0.0.1:4181")]
+        listen: SocketAddr,
+        /// Redirect URIs to accept (repeatable); default: the local sidecar's callback.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+    },
+}
+
+pub fn init_logging() {
+    // pingora logs its start-up and shutdown chatter at info; keep ours at info and its at warn.
+    let env = env_logger::Env::default()
+        .default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn");
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&cli.config),
+        Command::Check => check(&cli.config),
+        Command::Keygen => match crate::crypto::generate_key_base64() {
+            Ok(k) => {
+                println!("{k}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keygen failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo { listen } => match crate::demo::run(listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("demo failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::MockTiktok {
+            listen,
+            redirect_uris,
+        } => mock_tiktok(listen, redirect_uris),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load(path, &ProcessEnv).map_err(|e| {
+        eprintln!(
+            "Invalid configuration in {}:\n{}",
+            path.display(),
+            e.report()
+        );
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match load(path) {
+        Ok(cfg) => {
+            println!(
+                "# {} is valid. Effective configuration (secrets redacted):\n",
+                path.display()
+            );
+            println!("{}", cfg.describe());
+            println!(
+                "# Register this redirect URI in the TikTok developer portal (Login Kit > Web):"
+            );
+            println!("{}", cfg.redirect_uri());
+            if cfg.public_url.scheme() != "https" {
+                println!("# note: TikTok accepts only https redirect URIs for web apps; http works with the mock only.");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let listen = cfg.listen;
+    let upstream = cfg.upstream.url.clone();
+    let public = cfg.public_url.clone();
+    let (server, _app) = match crate::server::build(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!("nini-auth listening on {listen} (public URL {public}), forwarding to {upstream}");
+    crate::server::run(server);
+    log::info!("nini-auth stopped");
+    ExitCode::SUCCESS
+}
+
+fn mock_tiktok(listen: SocketAddr, mut redirect_uris: Vec<String>) -> ExitCode {
+    if redirect_uris.is_empty() {
+        redirect_uris = vec![
+            format!("http://localhost:4180{}", config::CALLBACK_PATH),
+            format!("http://127.0.0.1:4180{}", config::CALLBACK_PATH),
+        ];
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let cfg = crate::mock_tiktok::MockConfig::demo(redirect_uris.clone());
+        let mock = match crate::mock_tiktok::MockTikTok::start(listener, cfg).await {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("mock TikTok failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("mock TikTok listening on {}", mock.base_url());
+        println!(
+            "  authorize_url = \"{}/v2/auth/authorize/\"",
+            mock.base_url()
+        );
+        println!("  api_base_url  = \"{}\"", mock.base_url());
+        println!(
+            "  client_key = \"{}\", client_secret = \"{}\"",
+            crate::mock_tiktok::DEMO_CLIENT_KEY,
+            crate::mock_tiktok::DEMO_CLIENT_SECRET
+        );
+        println!("  accepted redirect URIs: {}", redirect_uris.join(", "));
+        let _ = tokio::signal::ctrl_c().await;
+        mock.shutdown();
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,99 @@
+//! The request-path error type and its one mapping to what people and clients see: a
+//! next-auth error code, an HTTP status, and whether it is the client's fault (logged at
+//! debug) or ours / TikTok's (logged at warn or error with the whole chain).
+
+use crate::crypto::CryptoError;
+use crate::store::StoreError;
+use crate::tiktok::TikTokError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateProblem {
+    Missing,
+    Duplicated,
+    Unknown,
+    Expired,
+    WrongBrowser,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("CSRF token missing or invalid")]
+    Csrf,
+    #[error("sign-in callback rejected: state {0:?}")]
+    State(StateProblem),
+    #[error("TikTok sent the user back with error {0:?}")]
+    ProviderError(String),
+    #[error("sign-in callback without exactly one code")]
+    MissingCode,
+    #[error("granted scopes {0:?} lack user.info.basic")]
+    ScopeMissing(String),
+    #[error("user info open_id does not match the token's open_id")]
+    OpenIdMismatch,
+    #[error("TikTok request failed")]
+    TikTok(#[from] TikTokError),
+    #[error("store failure")]
+    Store(#[from] StoreError),
+    #[error("crypto failure")]
+    Crypto(#[from] CryptoError),
+}
+
+impl AuthError {
+    /// The next-auth error code shown on the error page and put in `?error=`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Csrf => "MissingCSRF",
+            AuthError::State(_) | AuthError::MissingCode | AuthError::OpenIdMismatch => {
+                "OAuthCallbackError"
+            }
+            AuthError::ProviderError(e) if e == "access_denied" => "AccessDenied",
+            AuthError::ProviderError(_) => "OAuthCallbackError",
+            AuthError::ScopeMissing(_) => "AccessDenied",
+            AuthError::TikTok(e) => match e {
+                TikTokError::OAuth { error, .. } if error == "invalid_grant" => {
+                    "OAuthCallbackError"
+                }
+                TikTokError::OAuth { error, .. }
+                    if error == "invalid_client"
+                        || error == "unauthorized_client"
+                        || error == "invalid_request"
+                        || error == "invalid_scope" =>
+                {
+                    "Configuration"
+                }
+                _ => "TikTokUnavailable",
+            },
+            AuthError::Store(_) | AuthError::Crypto(_) => "Configuration",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::Csrf => 403,
+            AuthError::ProviderError(e) if e == "access_denied" => 403,
+            AuthError::State(_) | AuthError::MissingCode | AuthError::ProviderError(_) => 400,
+            AuthError::ScopeMissing(_) => 403,
+            AuthError::OpenIdMismatch => 502,
+            AuthError::TikTok(TikTokError::Timeout(_)) => 504,
+            AuthError::TikTok(e) if e.is_invalid_grant() => 400,
+            AuthError::TikTok(_) => 502,
+            AuthError::Store(_) | AuthError::Crypto(_) => 500,
+        }
+    }
+
+    /// Bad or stale input from a browser: expected, logged quietly.
+    pub fn is_client_error(&self) -> bool {
+        self.status() < 500
+    }
+
+    /// "error: cause: cause" for the log line (never contains tokens or codes).
+    pub fn chain(&self) -> String {
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(e) = src {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            src = e.source();
+        }
+        s
+    }
+}

@@ -1,0 +1,148 @@
+//! Identity headers: which client-sent headers are removed from every request (any case,
+//! `_` for `-`), and which headers the sidecar injects for the upstream.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::store::Identity;
+
+pub const USER_ID: &str = "X-Nini-User-Id";
+pub const OPEN_ID: &str = "X-Nini-Tiktok-Open-Id";
+pub const DISPLAY_NAME: &str = "X-Nini-Display-Name";
+pub const AVATAR_URL: &str = "X-Nini-Avatar-Url";
+pub const VERIFIED: &str = "X-Nini-Verified";
+pub const FORWARDED_USER: &str = "X-Forwarded-User";
+pub const AUTH_REQUEST_USER: &str = "X-Auth-Request-User";
+
+/// Whole families an attacker could use to impersonate someone to some upstream: ours, the
+/// oauth2-proxy conventions, and TikTok-named ones.
+const SPOOFABLE_PREFIXES: &[&str] = &["x-nini-", "x-auth-request-", "x-tiktok-"];
+const SPOOFABLE_NAMES: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+];
+
+/// Unreserved characters stay as they are; everything else (including non-ASCII) is
+/// percent-encoded so the header value is plain ASCII.
+const NAME_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Would an upstream read this header name as an identity header? Upstreams differ on case
+/// and some map `_` to `-` (CVE-2025-64484), so both are folded before comparing.
+pub fn is_spoofable(name: &str) -> bool {
+    let n: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    SPOOFABLE_PREFIXES.iter().any(|p| n.starts_with(p)) || SPOOFABLE_NAMES.contains(&n.as_str())
+}
+
+/// The headers the upstream receives for a signed-in user.
+pub fn identity_headers(id: &Identity) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (USER_ID, id.user_id.clone()),
+        (OPEN_ID, visible_ascii(&id.open_id)),
+        (VERIFIED, id.verified.to_string()),
+        (FORWARDED_USER, id.user_id.clone()),
+        (AUTH_REQUEST_USER, id.user_id.clone()),
+    ];
+    if let Some(name) = &id.display_name {
+        out.push((DISPLAY_NAME, encode_display_name(name)));
+    }
+    if let Some(avatar) = id.avatar.as_deref().filter(|a| is_visible_ascii(a)) {
+        out.push((AVATAR_URL, avatar.to_string()));
+    }
+    out
+}
+
+/// UTF-8 percent-encoding; upstreams decode with `decodeURIComponent`.
+pub fn encode_display_name(name: &str) -> String {
+    utf8_percent_encode(name, NAME_ENCODE).to_string()
+}
+
+fn is_visible_ascii(s: &str) -> bool {
+    s.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+fn visible_ascii(s: &str) -> String {
+    if is_visible_ascii(s) {
+        s.to_string()
+    } else {
+        utf8_percent_encode(s, NAME_ENCODE).to_string()
+    }
+}
+
+/// Keeps only the standard tokens of a `Connection` header. A client listing
+/// `X-Forwarded-User` there would otherwise ask a hop to drop our injected header.
+pub fn sanitize_connection(value: &str) -> Option<String> {
+    let kept: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| ["close", "keep-alive", "upgrade"].contains(&t.to_ascii_lowercase().as_str()))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_is_spoofable() {
+        for n in [
+            "X-Nini-User-Id",
+            "x-nini-user-id",
+            "X_NINI_USER_ID",
+            "x-nini_display-name",
+            "X-Forwarded-User",
+            "x_forwarded-email",
+            "X-Auth-Request-Access-Token",
+            "X-TikTok-Open-Id",
+            "x_tiktok_union_id",
+            "X-Nini-Access-Token",
+        ] {
+            assert!(is_spoofable(n), "{n}");
+        }
+        for n in [
+            "Host",
+            "Cookie",
+            "X-Forwarded-For",
+            "Accept",
+            "X-Request-Id",
+            "Authorization",
+        ] {
+            assert!(!is_spoofable(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn display_name_is_utf8_percent_encoded() {
+        assert_eq!(
+            encode_display_name("María José 🌮"),
+            "Mar%C3%ADa%20Jos%C3%A9%20%F0%9F%8C%AE"
+        );
+        assert_eq!(encode_display_name("a\r\nb"), "a%0D%0Ab");
+    }
+
+    #[test]
+    fn connection_keeps_only_standard_tokens() {
+        assert_eq!(
+            sanitize_connection("close, X-Forwarded-User").as_deref(),
+            Some("close")
+        );
+        assert_eq!(sanitize_connection("x-nini-user-id"), None);
+        assert_eq!(sanitize_connection("Upgrade").as_deref(), Some("Upgrade"));
+    }
+}

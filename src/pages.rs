@@ -1,0 +1,309 @@
+//! The HTML the sidecar shows people: sign-in, sign-out confirmation and error pages, in
+//! Spanish and English. Every dynamic value goes through `escape`.
+
+/// Page language: `?lang=` wins, then `Accept-Language` (first supported tag by q-value),
+/// then Spanish, the NINI platform's home language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Es,
+    En,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Es => "es",
+            Lang::En => "en",
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Lang> {
+        let primary = tag.trim().split(['-', '_']).next()?.to_ascii_lowercase();
+        match primary.as_str() {
+            "es" => Some(Lang::Es),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+}
+
+pub fn negotiate(lang_param: Option<&str>, accept_language: Option<&str>) -> Lang {
+    if let Some(l) = lang_param.and_then(Lang::from_tag) {
+        return l;
+    }
+    let mut best: Option<(f32, Lang)> = None;
+    for part in accept_language.unwrap_or("").split(',') {
+        let mut it = part.split(';');
+        let tag = it.next().unwrap_or("");
+        let q = it
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if let Some(l) = Lang::from_tag(tag) {
+            if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, l));
+            }
+        }
+    }
+    best.map(|(_, l)| l).unwrap_or(Lang::Es)
+}
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+struct Text {
+    signin_title: &'static str,
+    signin_lead: &'static str,
+    continue_tiktok: &'static str,
+    signout_title: &'static str,
+    signout_lead: &'static str,
+    signout_button: &'static str,
+    cancel: &'static str,
+    error_title: &'static str,
+    request_id: &'static str,
+    try_again: &'static str,
+    home: &'static str,
+    other_lang: &'static str,
+}
+
+const ES: Text = Text {
+    signin_title: "Inicia sesión",
+    signin_lead: "Usa tu cuenta de TikTok para entrar en NINI.",
+    continue_tiktok: "Continuar con TikTok",
+    signout_title: "Cerrar sesión",
+    signout_lead: "¿Seguro que quieres cerrar la sesión? También desconectaremos tu cuenta de TikTok de esta aplicación.",
+    signout_button: "Cerrar sesión",
+    cancel: "Cancelar",
+    error_title: "No se pudo completar el inicio de sesión",
+    request_id: "Identificador de la solicitud",
+    try_again: "Intentar de nuevo",
+    home: "Ir al inicio",
+    other_lang: "English",
+};
+
+const EN: Text = Text {
+    signin_title: "Sign in",
+    signin_lead: "Use your TikTok account to enter NINI.",
+    continue_tiktok: "Continue with TikTok",
+    signout_title: "Sign out",
+    signout_lead: "Are you sure you want to sign out? We will also disconnect your TikTok account from this app.",
+    signout_button: "Sign out",
+    cancel: "Cancel",
+    error_title: "Sign-in could not be completed",
+    request_id: "Request ID",
+    try_again: "Try again",
+    home: "Go to the home page",
+    other_lang: "Español",
+};
+
+fn text(lang: Lang) -> &'static Text {
+    match lang {
+        Lang::Es => &ES,
+        Lang::En => &EN,
+    }
+}
+
+/// The user-facing explanation of an error code (next-auth's codes plus our own).
+pub fn error_message(lang: Lang, code: &str) -> &'static str {
+    match (lang, code) {
+        (Lang::Es, "AccessDenied") => "Cancelaste el acceso en TikTok o no tienes permiso para entrar.",
+        (Lang::En, "AccessDenied") => "You cancelled on TikTok, or you are not allowed to sign in.",
+        (Lang::Es, "OAuthCallbackError" | "OAuthCallback" | "Callback") => {
+            "El enlace de inicio de sesión no es válido, caducó o ya se usó. Vuelve a intentarlo desde el principio."
+        }
+        (Lang::En, "OAuthCallbackError" | "OAuthCallback" | "Callback") => {
+            "The sign-in link is invalid, expired or was already used. Please start again."
+        }
+        (Lang::Es, "OAuthSignin") => "No se pudo iniciar el inicio de sesión con TikTok.",
+        (Lang::En, "OAuthSignin") => "Could not start signing in with TikTok.",
+        (Lang::Es, "MissingCSRF") => "El formulario caducó. Recarga la página y vuelve a intentarlo.",
+        (Lang::En, "MissingCSRF") => "The form expired. Reload the page and try again.",
+        (Lang::Es, "TikTokUnavailable") => "TikTok no respondió a tiempo. Inténtalo de nuevo en unos minutos.",
+        (Lang::En, "TikTokUnavailable") => "TikTok did not answer in time. Please try again in a few minutes.",
+        (Lang::Es, "SessionRequired") => "Inicia sesión para ver esta página.",
+        (Lang::En, "SessionRequired") => "Please sign in to see this page.",
+        (Lang::Es, "RefreshAccessTokenError") => "Tu sesión de TikTok caducó. Vuelve a iniciar sesión.",
+        (Lang::En, "RefreshAccessTokenError") => "Your TikTok session expired. Please sign in again.",
+        (Lang::Es, "Configuration") => "Hay un problema con la configuración del servidor. Avísanos con el identificador de abajo.",
+        (Lang::En, "Configuration") => "There is a problem with the server configuration. Let us know, quoting the ID below.",
+        (Lang::Es, _) => "Algo salió mal. Vuelve a intentarlo.",
+        (Lang::En, _) => "Something went wrong. Please try again.",
+    }
+}
+
+const STYLE: &str = "*{box-sizing:border-box}body{margin:0;min-height:100vh;display:flex;align-items:center;\
+justify-content:center;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#0f0f14;color:#f5f5f7}\
+main{width:min(420px,92vw);background:#1b1b23;border-radius:18px;padding:40px 32px;box-shadow:0 20px 60px #0008;text-align:center}\
+h1{font-size:1.6rem;margin:0 0 8px}p{color:#b8b8c6;line-height:1.5}.logo{font-size:2.4rem;font-weight:800;letter-spacing:.08em;\
+background:linear-gradient(90deg,#25f4ee,#fe2c55);-webkit-background-clip:text;background-clip:text;color:transparent;margin-bottom:16px}\
+button,.btn{display:block;width:100%;padding:14px 18px;border:0;border-radius:12px;font-size:1rem;font-weight:600;cursor:pointer;\
+text-decoration:none;margin-top:18px}.tiktok{background:#fe2c55;color:#fff}.tiktok:hover{background:#e0244a}\
+.secondary{background:#2a2a36;color:#f5f5f7}.error{background:#3a1620;color:#ffb3c1;border-radius:10px;padding:12px;margin:16px 0}\
+.rid{font-family:ui-monospace,monospace;font-size:.8rem;color:#8a8a99;margin-top:20px;word-break:break-all}\
+.lang{margin-top:24px;font-size:.85rem}.lang a{color:#8ab4ff}";
+
+fn page(lang: Lang, title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"{}\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{} · NINI</title><style>{STYLE}</style></head>\
+         <body><main>{body}</main></body></html>\n",
+        lang.code(),
+        escape(title),
+    )
+}
+
+fn lang_switch(lang: Lang, path_and_query_without_lang: &str) -> String {
+    let other = match lang {
+        Lang::Es => "en",
+        Lang::En => "es",
+    };
+    let sep = if path_and_query_without_lang.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    format!(
+        "<p class=\"lang\"><a href=\"{}{sep}lang={other}\">{}</a></p>",
+        escape(path_and_query_without_lang),
+        text(lang).other_lang
+    )
+}
+
+/// The sign-in page: one form that POSTs to `action` with the CSRF token and callback URL.
+pub fn signin(
+    lang: Lang,
+    action: &str,
+    csrf_token: &str,
+    callback_url: &str,
+    error: Option<&str>,
+    self_path: &str,
+) -> String {
+    let t = text(lang);
+    let err = error
+        .map(|code| {
+            format!(
+                "<div class=\"error\" role=\"alert\">{}</div>",
+                escape(error_message(lang, code))
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<div class=\"logo\">NINI</div><h1>{}</h1><p>{}</p>{err}\
+         <form method=\"POST\" action=\"{}\">\
+         <input type=\"hidden\" name=\"csrfToken\" value=\"{}\">\
+         <input type=\"hidden\" name=\"callbackUrl\" value=\"{}\">\
+         <button type=\"submit\" id=\"signin-tiktok\" class=\"tiktok\">{}</button></form>{}",
+        t.signin_title,
+        t.signin_lead,
+        escape(action),
+        escape(csrf_token),
+        escape(callback_url),
+        t.continue_tiktok,
+        lang_switch(lang, self_path),
+    );
+    page(lang, t.signin_title, &body)
+}
+
+/// The sign-out confirmation page (GET); the form POSTs with the CSRF token.
+pub fn signout(
+    lang: Lang,
+    action: &str,
+    csrf_token: &str,
+    callback_url: &str,
+    home: &str,
+    self_path: &str,
+) -> String {
+    let t = text(lang);
+    let body = format!(
+        "<div class=\"logo\">NINI</div><h1>{}</h1><p>{}</p>\
+         <form method=\"POST\" action=\"{}\">\
+         <input type=\"hidden\" name=\"csrfToken\" value=\"{}\">\
+         <input type=\"hidden\" name=\"callbackUrl\" value=\"{}\">\
+         <button type=\"submit\" id=\"signout\" class=\"tiktok\">{}</button></form>\
+         <a class=\"btn secondary\" href=\"{}\">{}</a>{}",
+        t.signout_title,
+        t.signout_lead,
+        escape(action),
+        escape(csrf_token),
+        escape(callback_url),
+        t.signout_button,
+        escape(home),
+        t.cancel,
+        lang_switch(lang, self_path),
+    );
+    page(lang, t.signout_title, &body)
+}
+
+/// An error page with the request id, so a user can quote it and an operator find the log.
+pub fn error(lang: Lang, code: &str, request_id: &str, retry_url: &str, home: &str) -> String {
+    let t = text(lang);
+    let body = format!(
+        "<div class=\"logo\">NINI</div><h1>{}</h1><div class=\"error\" role=\"alert\" data-error=\"{}\">{}</div>\
+         <a class=\"btn tiktok\" href=\"{}\">{}</a><a class=\"btn secondary\" href=\"{}\">{}</a>\
+         <p class=\"rid\">{}: <span id=\"request-id\">{}</span></p>",
+        t.error_title,
+        escape(code),
+        escape(error_message(lang, code)),
+        escape(retry_url),
+        t.try_again,
+        escape(home),
+        t.home,
+        t.request_id,
+        escape(request_id),
+    );
+    page(lang, t.error_title, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_negotiation() {
+        assert_eq!(negotiate(Some("en"), Some("es")), Lang::En);
+        assert_eq!(negotiate(Some("xx"), Some("en-US,en;q=0.9")), Lang::En);
+        assert_eq!(negotiate(None, Some("fr-FR, en;q=0.5, es;q=0.8")), Lang::Es);
+        assert_eq!(negotiate(None, Some("de")), Lang::Es);
+        assert_eq!(negotiate(None, None), Lang::Es);
+        assert_eq!(negotiate(None, Some("en;q=0")), Lang::Es);
+    }
+
+    #[test]
+    fn pages_escape_everything_dynamic() {
+        let html = signin(
+            Lang::En,
+            "/api/auth/signin/tiktok",
+            "tok\"en",
+            "/x?a=<script>",
+            Some("AccessDenied"),
+            "/api/auth/signin",
+        );
+        assert!(html.contains("Continue with TikTok"));
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("tok&quot;en"));
+        let es = signin(
+            Lang::Es,
+            "/a",
+            "t",
+            "/",
+            None,
+            "/api/auth/signin?callbackUrl=%2F",
+        );
+        assert!(es.contains("Continuar con TikTok") && es.contains("lang=en"));
+        let e = error(Lang::Es, "<b>", "rid-1", "/api/auth/signin", "/");
+        assert!(e.contains("rid-1") && !e.contains("<b>"));
+    }
+}

@@ -1,0 +1,417 @@
+//! The pingora `ProxyHttp` implementation. `request_filter` reads as the request flow, top
+//! to bottom: request id → strip spoofable headers → canonical path → own endpoints →
+//! session → protected-route decision. Decisions are small functions elsewhere; this file
+//! only moves bytes between pingora and them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use serde_json::json;
+
+use crate::app::App;
+use crate::authflow;
+use crate::crypto;
+use crate::headers;
+use crate::pages;
+use crate::paths;
+use crate::store::Identity;
+use crate::web::{self, Reply};
+
+pub struct AuthProxy {
+    pub app: Arc<App>,
+    peer: HttpPeer,
+}
+
+/// Per-request facts.
+pub struct Ctx {
+    request_id: String,
+    identity: Option<Arc<Identity>>,
+    started: Instant,
+    status: u16,
+}
+
+impl AuthProxy {
+    pub fn new(app: Arc<App>) -> AuthProxy {
+        let up = &app.config.upstream;
+        let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        AuthProxy { app, peer }
+    }
+}
+
+/// Takes the client's `X-Request-Id` when it is short and plain, otherwise makes one.
+pub fn request_id(incoming: Option<&str>) -> String {
+    match incoming {
+        Some(v)
+            if !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            v.to_string()
+        }
+        _ => crypto::random_bytes::<12>()
+            .map(|b| crypto::hex(&b))
+            .unwrap_or_else(|_| "0".repeat(24)),
+    }
+}
+
+/// Removes every header an upstream could read as identity, whatever its case or `_`/`-`.
+fn strip_spoofable(req: &mut RequestHeader) {
+    let names: Vec<String> = req
+        .headers
+        .keys()
+        .map(|k| k.as_str().to_string())
+        .filter(|k| headers::is_spoofable(k))
+        .collect();
+    for n in names {
+        // remove_header drops every value of the name, and pingora's case map with it.
+        while req.remove_header(n.as_str()).is_some() {}
+    }
+}
+
+/// What an unauthenticated request to a protected path gets: browsers go to sign-in with
+/// the path they wanted, API clients get 401 JSON.
+pub fn unauthenticated(app: &App, navigation: bool, path_and_query: &str) -> Reply {
+    if navigation {
+        let target = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("callbackUrl", path_and_query)
+            .finish();
+        Reply::redirect(&app.url(&format!("{}/signin?{target}", authflow::BASE)))
+    } else {
+        Reply::json(401, &json!({ "error": "unauthorized" }))
+            .header("WWW-Authenticate", "Cookie".into())
+    }
+}
+
+fn bad_path_reply(navigation: bool, request_id: &str, lang: pages::Lang) -> Reply {
+    if navigation {
+        Reply::html(400, pages::error(lang, "BadRequest", request_id, "/", "/"))
+    } else {
+        Reply::json(
+            400,
+            &json!({ "error": "bad_request", "requestId": request_id }),
+        )
+    }
+}
+
+fn is_navigation(req: &RequestHeader) -> bool {
+    (req.method == http::Method::GET || req.method == http::Method::HEAD)
+        && req
+            .headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
+}
+
+async fn write_reply(session: &mut Session, reply: Reply, request_id: &str) -> Result<u16> {
+    let mut h = ResponseHeader::build(reply.status, Some(reply.headers.len() + 3))?;
+    for (k, v) in &reply.headers {
+        h.append_header(*k, v.as_str())?;
+    }
+    h.insert_header("Content-Length", reply.body.len().to_string())?;
+    h.insert_header("X-Request-Id", request_id)?;
+    h.insert_header("X-Content-Type-Options", "nosniff")?;
+    h.insert_header("Referrer-Policy", "no-referrer")?;
+    if reply
+        .header_value("Content-Type")
+        .is_some_and(|c| c.starts_with("text/html"))
+    {
+        h.insert_header("X-Frame-Options", "DENY")?;
+        h.insert_header(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; form-action 'self' https:; frame-ancestors 'none'; base-uri 'none'",
+        )?;
+    }
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(h), false).await?;
+    let body = if head { Bytes::new() } else { reply.body };
+    session.write_response_body(Some(body), true).await?;
+    Ok(reply.status)
+}
+
+async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > web::MAX_BODY {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(buf)))
+}
+
+#[async_trait]
+impl ProxyHttp for AuthProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            identity: None,
+            started: Instant::now(),
+            status: 0,
+        }
+    }
+
+    /// Ok(true) means the response was written here and the upstream is never contacted.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let app = &self.app;
+        ctx.request_id = request_id(
+            session
+                .get_header("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+        );
+
+        // Spoofed identity headers go before anything looks at the request.
+        strip_spoofable(session.req_header_mut());
+
+        let req = session.req_header();
+        let navigation = is_navigation(req);
+        let lang = pages::negotiate(
+            None,
+            req.headers
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let query = req.uri.query().map(String::from);
+        let canonical = if req.raw_path_is_utf8() {
+            paths::canonicalize(req.uri.path())
+        } else {
+            Err(paths::PathRejection::InvalidUtf8)
+        };
+        let canonical = match canonical {
+            Ok(c) => c,
+            Err(e) => {
+                log::info!("rejected path: {e} request_id={}", ctx.request_id);
+                ctx.status = write_reply(
+                    session,
+                    bad_path_reply(navigation, &ctx.request_id, lang),
+                    &ctx.request_id,
+                )
+                .await?;
+                return Ok(true);
+            }
+        };
+
+        if authflow::is_auth_path(&canonical.matching) {
+            let Some(body) = read_body(session).await? else {
+                let reply = Reply::json(413, &json!({ "error": "payload_too_large" }));
+                ctx.status = write_reply(session, reply, &ctx.request_id).await?;
+                return Ok(true);
+            };
+            let h = session.req_header();
+            let wreq = web::Request {
+                method: h.method.clone(),
+                path: canonical.forward.clone(),
+                query,
+                headers: h.headers.clone(),
+                body,
+                request_id: ctx.request_id.clone(),
+            };
+            let reply = authflow::handle(app, &wreq).await;
+            ctx.status = write_reply(session, reply, &ctx.request_id).await?;
+            return Ok(true);
+        }
+
+        ctx.identity = self.session_identity(session).await;
+        let path_and_query = match &query {
+            Some(q) => format!("{}?{q}", canonical.forward),
+            None => canonical.forward.clone(),
+        };
+        if ctx.identity.is_none() && app.protected.is_protected(&canonical) {
+            let reply = unauthenticated(app, navigation, &path_and_query);
+            ctx.status = write_reply(session, reply, &ctx.request_id).await?;
+            return Ok(true);
+        }
+
+        // The upstream gets exactly the path the decision was made on.
+        match path_and_query.parse::<http::Uri>() {
+            Ok(uri) => session.req_header_mut().set_uri(uri),
+            Err(_) => {
+                ctx.status = write_reply(
+                    session,
+                    bad_path_reply(navigation, &ctx.request_id, lang),
+                    &ctx.request_id,
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        strip_spoofable(up);
+        if let Some(id) = &ctx.identity {
+            for (name, value) in headers::identity_headers(id) {
+                up.insert_header(name, value)?;
+            }
+        }
+        // Our cookies (session, CSRF, login binding) are ours alone.
+        let cookies: Vec<String> = up
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(String::from)
+            .collect();
+        if !cookies.is_empty() {
+            while up.remove_header("cookie").is_some() {}
+            if let Some(kept) = self.app.cookies.strip_ours(&cookies.join("; ")) {
+                up.insert_header("Cookie", kept)?;
+            }
+        }
+        if let Some(conn) = up
+            .headers
+            .get("connection")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+        {
+            up.remove_header("connection");
+            if let Some(c) = headers::sanitize_connection(&conn) {
+                up.insert_header("Connection", c)?;
+            }
+        }
+        // Client-sent forwarding headers are not trusted; say what we know.
+        for h in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+            "x-forwarded-uri",
+            "x-original-uri",
+        ] {
+            while up.remove_header(h).is_some() {}
+        }
+        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            up.insert_header("X-Forwarded-For", addr.ip().to_string())?;
+        }
+        up.insert_header("X-Forwarded-Proto", self.app.config.public_url.scheme())?;
+        if let Some(host) = self.app.config.public_url.host_str() {
+            let host = match self.app.config.public_url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.to_string(),
+            };
+            up.insert_header("X-Forwarded-Host", host)?;
+        }
+        up.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.status = resp.status.as_u16();
+        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
+    where
+        Ctx: Send + Sync,
+    {
+        let code = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+            ErrorType::HTTPStatus(c) => *c,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => 0,
+                _ => 500,
+            },
+        };
+        if code > 0 {
+            log::warn!("proxy failure {code}: {e} request_id={}", ctx.request_id);
+            let navigation = is_navigation(session.req_header());
+            let lang = pages::negotiate(
+                None,
+                session
+                    .get_header("accept-language")
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let name = if code == 504 {
+                "UpstreamTimeout"
+            } else {
+                "UpstreamUnavailable"
+            };
+            let reply = if navigation {
+                Reply::html(code, pages::error(lang, name, &ctx.request_id, "/", "/"))
+            } else {
+                Reply::json(code, &json!({ "error": name, "requestId": ctx.request_id }))
+            };
+            let rid = ctx.request_id.clone();
+            if let Ok(status) = write_reply(session, reply, &rid).await {
+                ctx.status = status;
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// One access-log line per request. The query is left out on purpose: the callback's
+    /// carries the authorization code and state.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let req = session.req_header();
+        let status = if ctx.status > 0 {
+            ctx.status
+        } else {
+            session
+                .response_written()
+                .map(|r| r.status.as_u16())
+                .unwrap_or(0)
+        };
+        log::info!(
+            target: "nini_auth::access",
+            "{} {} {} {}ms user={} request_id={}{}",
+            req.method,
+            req.uri.path(),
+            status,
+            ctx.started.elapsed().as_millis(),
+            ctx.identity.as_ref().map(|i| i.user_id.as_str()).unwrap_or("-"),
+            ctx.request_id,
+            e.map(|e| format!(" error={:?}", e.etype())).unwrap_or_default(),
+        );
+    }
+}
+
+impl AuthProxy {
+    async fn session_identity(&self, session: &Session) -> Option<Arc<Identity>> {
+        let name = &self.app.cookies.session;
+        let values: Vec<String> = session
+            .req_header()
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(crate::cookies::pairs)
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+            .collect();
+        for v in values {
+            if let Some(id) = self.app.identity(&v).await {
+                return Some(id);
+            }
+        }
+        None
+    }
+}

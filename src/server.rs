@@ -1,0 +1,191 @@
+//! Assembles the pingora server from our `Config` (pingora never sees argv or YAML), runs it
+//! until SIGINT/SIGTERM, and runs it in a thread for tests and `demo`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+
+use crate::app::{App, StartError};
+use crate::config::Config;
+use crate::proxy::AuthProxy;
+
+/// Builds the server and the shared app state. Nothing listens until `run`.
+pub fn build(config: Config) -> Result<(Server, Arc<App>), StartError> {
+    let app = Arc::new(App::new(config)?);
+    let cfg = &app.config;
+    let mut conf = ServerConf {
+        threads: cfg.threads,
+        // pingora's default is a 300 s pause before shutting down; ours stops accepting at
+        // once and gives in-flight requests `shutdown_timeout` to finish.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    // Two instances on one host must not share pingora's default /tmp paths.
+    conf.pid_file = std::env::temp_dir()
+        .join(format!("nini-auth-{}.pid", std::process::id()))
+        .display()
+        .to_string();
+    conf.upgrade_sock = std::env::temp_dir()
+        .join(format!("nini-auth-{}-upgrade.sock", std::process::id()))
+        .display()
+        .to_string();
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = http_proxy_service(&server.configuration, AuthProxy::new(app.clone()));
+    proxy.add_tcp(&cfg.listen.to_string());
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "purge expired sessions",
+        Purger {
+            app: app.clone(),
+            every: Duration::from_secs(60),
+        },
+    ));
+    Ok((server, app))
+}
+
+/// Deletes expired sessions and login states once a minute.
+struct Purger {
+    app: Arc<App>,
+    every: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Purger {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {
+                    let now = self.app.clock.now();
+                    match self.app.store.run(move |s| s.purge_expired(now)).await {
+                        Ok(0) => {}
+                        Ok(n) => log::debug!("purged {n} expired session/login rows"),
+                        Err(e) => log::warn!("purge failed: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SIGINT and SIGTERM both mean "stop accepting, finish what is in flight, exit".
+struct Signals;
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => log::info!("SIGINT received, shutting down"),
+                    _ = term.recv() => log::info!("SIGTERM received, shutting down"),
+                }
+            }
+            _ => {
+                log::error!("cannot install signal handlers; stopping");
+            }
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Runs until a signal; returns when the server has stopped.
+pub fn run(server: Server) {
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
+}
+
+struct NotifyShutdown(Arc<tokio::sync::Notify>);
+
+#[async_trait]
+impl ShutdownSignalWatch for NotifyShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// A sidecar running in a background thread (tests, `demo`).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Arc<tokio::sync::Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts the sidecar and waits (bounded) until its port accepts connections.
+    pub fn start(config: Config) -> Result<Running, String> {
+        let addr = config.listen;
+        let (server, app) = build(config).map_err(|e| e.to_string())?;
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stop2 = stop.clone();
+        // RunArgs is not Send, so it is made inside the thread; pingora builds its own
+        // runtimes, so this must be a plain OS thread, not a tokio task.
+        let thread = std::thread::Builder::new()
+            .name("nini-auth-server".into())
+            .spawn(move || {
+                server.run(RunArgs {
+                    shutdown_signal: Box::new(NotifyShutdown(stop2)),
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if std::time::Instant::now() > deadline || thread.is_finished() {
+                return Err(format!("sidecar did not start listening on {addr}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Running {
+            addr,
+            app,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A free loopback port: bind :0, read it, release it. pingora binds inside its own runtime
+/// and cannot report an ephemeral port, so this small race is the price.
+pub fn free_port() -> std::io::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    l.local_addr()
+}

@@ -1,0 +1,213 @@
+//! The socket-free request and reply model: what the auth handlers read (`Request`) and what
+//! they answer (`Reply`). The proxy converts pingora's types to and from these, so every
+//! handler can be unit-tested without a server.
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+/// Largest request body the sidecar reads for its own endpoints (forms, JSON).
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: http::Method,
+    /// Canonical path (see `paths`), no query.
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub request_id: String,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        match &self.query {
+            Some(q) => url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The single value of a query parameter; None when absent *or repeated* (a repeated
+    /// security parameter such as `state` or `code` is an attack, not a choice).
+    pub fn query_one(&self, name: &str) -> Option<String> {
+        single(self.query_pairs(), name)
+    }
+
+    pub fn query_count(&self, name: &str) -> usize {
+        self.query_pairs().iter().filter(|(k, _)| k == name).count()
+    }
+
+    /// Form fields of an `application/x-www-form-urlencoded` body, or of a JSON object body
+    /// (next-auth's `update()` posts JSON).
+    pub fn form_pairs(&self) -> Vec<(String, String)> {
+        let ctype = self
+            .header("content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if ctype.starts_with("application/json") {
+            match serde_json::from_slice::<serde_json::Value>(&self.body) {
+                Ok(serde_json::Value::Object(map)) => map
+                    .into_iter()
+                    .filter_map(|(k, v)| match v {
+                        serde_json::Value::String(s) => Some((k, s)),
+                        serde_json::Value::Bool(b) => Some((k, b.to_string())),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
+        } else {
+            url::form_urlencoded::parse(&self.body)
+                .into_owned()
+                .collect()
+        }
+    }
+
+    pub fn form_one(&self, name: &str) -> Option<String> {
+        single(self.form_pairs(), name)
+    }
+
+    /// Every value of the named cookie across all `Cookie` headers, in order.
+    pub fn cookies(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(crate::cookies::pairs)
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies(name).into_iter().next()
+    }
+
+    /// A browser navigation: GET/HEAD that accepts HTML. Everything else is an API client.
+    pub fn is_navigation(&self) -> bool {
+        (self.method == http::Method::GET || self.method == http::Method::HEAD)
+            && self
+                .header("accept")
+                .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
+    }
+
+    /// next-auth v5 sends `X-Auth-Return-Redirect: 1`, v4 sends `json=true` in the form:
+    /// both want `200 {"url": ...}` instead of a 302.
+    pub fn wants_json_redirect(&self) -> bool {
+        self.header("x-auth-return-redirect")
+            .is_some_and(|v| !v.is_empty())
+            || self.form_one("json").as_deref() == Some("true")
+    }
+}
+
+fn single(pairs: Vec<(String, String)>, name: &str) -> Option<String> {
+    let mut it = pairs.into_iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+    let first = it.next()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some(first)
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: body.into(),
+        }
+    }
+
+    pub fn html(status: u16, body: String) -> Reply {
+        Reply::new(status, "text/html; charset=utf-8", body).no_store()
+    }
+
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply::new(status, "application/json", value.to_string()).no_store()
+    }
+
+    /// 302 to an already-validated absolute URL.
+    pub fn redirect(location: &str) -> Reply {
+        let mut r = Reply::new(302, "text/plain; charset=utf-8", Bytes::new());
+        r.headers.push(("Location", location.to_string()));
+        r.no_store()
+    }
+
+    /// Auth responses carry per-user data or one-time values: never cache them.
+    pub fn no_store(mut self) -> Reply {
+        self.headers.retain(|(k, _)| *k != "Cache-Control");
+        self.headers
+            .push(("Cache-Control", "private, no-cache, no-store".into()));
+        self.headers.push(("Pragma", "no-cache".into()));
+        self.headers.push(("Expires", "0".into()));
+        self
+    }
+
+    pub fn set_cookie(mut self, cookie: String) -> Reply {
+        self.headers.push(("Set-Cookie", cookie));
+        self
+    }
+
+    pub fn header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(query: &str, cookie: &str) -> Request {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = cookie.parse() {
+            headers.insert(http::header::COOKIE, v);
+        }
+        Request {
+            method: http::Method::GET,
+            path: "/".into(),
+            query: Some(query.into()),
+            headers,
+            body: Bytes::new(),
+            request_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn repeated_parameters_are_not_a_value() {
+        let r = req("state=a&state=b&code=x", "");
+        assert_eq!(r.query_one("state"), None);
+        assert_eq!(r.query_one("code").as_deref(), Some("x"));
+        assert_eq!(r.query_count("state"), 2);
+    }
+
+    #[test]
+    fn cookies_parse_without_panicking_on_junk() {
+        for junk in [";", "=;", "a=1;;;b", "=", ";;=;=", "\u{7f}"] {
+            let r = req("", junk);
+            let _ = r.cookie("a");
+        }
+        let r = req("", "a=1; b=2; a=3");
+        assert_eq!(r.cookies("a"), vec!["1", "3"]);
+    }
+}
