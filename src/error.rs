@@ -75,6 +75,8 @@ impl AuthError {
             AuthError::OpenIdMismatch => 502,
             AuthError::TikTok(TikTokError::Timeout(_)) => 504,
             AuthError::TikTok(e) if e.is_invalid_grant() => 400,
+            // invalid_client & co: our credentials or redirect URI are wrong, not TikTok down.
+            AuthError::TikTok(_) if self.code() == "Configuration" => 500,
             AuthError::TikTok(_) => 502,
             AuthError::Store(_) | AuthError::Crypto(_) => 500,
         }

@@ -1,1 +1,25 @@
-//! End-to-end tests.
+//! End-to-end tests: real mock TikTok, real upstream, real sidecar, real HTTP on loopback.
+
+// Harness: servers on ephemeral ports and a cookie-keeping client.
+mod support;
+
+// The whole sign-in, cookie attributes and what the upstream sees.
+mod login;
+// State and code handling: wrong, missing, expired, replayed; denial; fixation.
+mod state;
+// Spoofed identity headers and our cookies never reach the upstream.
+mod headers;
+// Open-redirect vectors on sign-in and sign-out.
+mod redirects;
+// Path canonicalisation: no variant of a protected path slips through.
+mod paths;
+// What lands on disk, restarts, tampering.
+mod storage;
+// Sign-out: revoke, cookie death, CSRF.
+mod signout;
+// next-auth REST surface: csrf, providers, session, JSON redirects.
+mod nextauth;
+// The binary: config errors, check, keygen, signals.
+mod cli;
+// A real browser (headless Chromium via playwright-core) signs in and sees the dashboard.
+mod browser;

@@ -1,0 +1,255 @@
+//! The real binary: config errors name their keys and exit 64, `check` prints the
+//! effective config with secrets redacted and the redirect URI, `keygen`, and prompt exit on
+//! SIGTERM and SIGINT.
+
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nini-auth");
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("TIKTOK_CLIENT_KEY")
+        .env_remove("TIKTOK_CLIENT_SECRET")
+        .env_remove("NINI_AUTH_SECRET")
+        .env_remove("DATABASE_URL")
+        .env_remove("NINI_AUTH_CONFIG");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_lists_every_problem_with_its_key_and_exits_64() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = write(
+        dir.path(),
+        "bad.toml",
+        r#"
+[server]
+listen = "nowhere"
+public_url = "ftp://x"
+[upstream]
+url = "http://127.0.0.1:3000/app"
+[tiktok]
+scopes = ["user.info.basic", "user.info.everything"]
+pkce = "plain"
+[session]
+lifetime = "forever"
+[routes]
+protected = ["dashboard"]
+"#,
+    );
+    let (code, _out, err) = run(&["check", "--config", cfg.to_str().expect("path")], &[]);
+    assert_eq!(code, 64, "{err}");
+    for key in [
+        "server.listen",
+        "server.public_url",
+        "upstream.url",
+        "tiktok.client_key",
+        "tiktok.client_secret",
+        "tiktok.scopes",
+        "tiktok.pkce",
+        "session.lifetime",
+        "secrets.encryption_keys",
+        "routes.protected",
+    ] {
+        assert!(
+            err.contains(&format!("- {key}:")),
+            "missing {key} in:\n{err}"
+        );
+    }
+    assert!(
+        err.contains("TIKTOK_CLIENT_SECRET") && err.contains("NINI_AUTH_SECRET"),
+        "names the env vars: {err}"
+    );
+
+    // Unknown keys are errors too, naming the key.
+    let typo = write(
+        dir.path(),
+        "typo.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n",
+    );
+    let (code, _, err) = run(&["check", "--config", typo.to_str().expect("path")], &[]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("server.listn") && err.contains("unknown field"),
+        "{err}"
+    );
+    let section = write(dir.path(), "section.toml", "[sever]\nlisten = \"x\"\n");
+    let (code, _, err) = run(&["check", "--config", section.to_str().expect("path")], &[]);
+    assert_eq!(code, 64);
+    assert!(err.contains("sever"), "{err}");
+    // Missing file.
+    let (code, _, err) = run(&["run", "--config", "/nonexistent/nini.toml"], &[]);
+    assert_eq!(code, 64);
+    assert!(err.contains("/nonexistent/nini.toml"));
+}
+
+#[test]
+fn check_redacts_secrets_and_prints_redirect_uri() {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = nini_auth::crypto::generate_key_base64().expect("key");
+    let secret_file = write(dir.path(), "secret", "file-secret-value\n");
+    let cfg = write(
+        dir.path(),
+        "ok.toml",
+        &format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n[tiktok]\nclient_key = \"ck-123\"\nclient_secret_file = \"{}\"\n",
+            secret_file.display()
+        ),
+    );
+    let (code, out, err) = run(
+        &["check", "--config", cfg.to_str().expect("path")],
+        &[
+            ("NINI_AUTH_SECRET", &key),
+            ("DATABASE_URL", "sqlite:///var/lib/nini/auth.db"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("https://app.example.com/api/auth/callback/tiktok"),
+        "{out}"
+    );
+    assert!(out.contains("ck-123"));
+    assert!(
+        !out.contains("file-secret-value") && !out.contains(&key),
+        "secrets leaked:\n{out}"
+    );
+    assert!(
+        out.contains("/var/lib/nini/auth.db"),
+        "DATABASE_URL overrides: {out}"
+    );
+    // Env overrides the file's client key.
+    let (code, out, _) = run(
+        &["check", "--config", cfg.to_str().expect("path")],
+        &[
+            ("NINI_AUTH_SECRET", &key),
+            ("TIKTOK_CLIENT_KEY", "from-env"),
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("from-env") && !out.contains("ck-123"));
+    // The shipped config.toml is valid once secrets are provided.
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let (code, out, err) = run(
+        &["check", "--config", shipped],
+        &[
+            ("NINI_AUTH_SECRET", &key),
+            ("TIKTOK_CLIENT_KEY", "k"),
+            ("TIKTOK_CLIENT_SECRET", "s"),
+        ],
+    );
+    assert_eq!(code, 0, "shipped config.toml: {err}");
+    assert!(out.contains("http://localhost:4180/api/auth/callback/tiktok"));
+}
+
+#[test]
+fn keygen_prints_a_32_byte_key() {
+    use base64::Engine;
+    let (code, out, _) = run(&["keygen"], &[]);
+    assert_eq!(code, 0);
+    let k = base64::engine::general_purpose::STANDARD
+        .decode(out.trim())
+        .expect("base64");
+    assert_eq!(k.len(), 32);
+    let (_, out2, _) = run(&["keygen"], &[]);
+    assert_ne!(out, out2);
+}
+
+fn start_binary(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+    let listen = nini_auth::server::free_port().expect("port");
+    let key = nini_auth::crypto::generate_key_base64().expect("key");
+    let cfg = write(
+        dir,
+        "run.toml",
+        &format!(
+            "[server]\nlisten = \"{listen}\"\npublic_url = \"http://{listen}\"\nshutdown_timeout = \"3s\"\n[storage]\ndatabase = \"{}\"\n[tiktok]\nclient_key = \"k\"\n",
+            dir.join("run.db").display()
+        ),
+    );
+    let child = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().expect("path")])
+        .env("NINI_AUTH_SECRET", key)
+        .env("TIKTOK_CLIENT_SECRET", "s")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(200))
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "binary did not start listening"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, listen)
+}
+
+fn wait_exit(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not exit within {within:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_stop_promptly_and_logs_say_where() {
+    for sig in ["-TERM", "-INT"] {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut child, listen) = start_binary(dir.path());
+        let started = std::time::Instant::now();
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let st = wait_exit(&mut child, std::time::Duration::from_secs(10));
+        assert!(st.success(), "{sig}: exit {st:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{sig} took {:?}",
+            started.elapsed()
+        );
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("read");
+        assert!(err.contains(&format!("listening on {listen}")), "{err}");
+        assert!(
+            err.contains("forwarding to http://127.0.0.1:3000/"),
+            "{err}"
+        );
+        assert!(dir.path().join("run.db").exists());
+    }
+}

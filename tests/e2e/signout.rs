@@ -1,0 +1,128 @@
+//! Sign-out: revoke reaches TikTok with the user's access token, the old cookie is dead
+//! afterwards, and a POST without a valid csrfToken changes nothing.
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signout_revokes_and_kills_the_cookie() {
+    let env = TestEnv::start().await;
+    let b = Browser::new();
+    b.login(&env, "/").await;
+    let session = b.cookie(session_cookie_name()).expect("session");
+    let access = env.mock.requests_to("/v2/user/info/")[0]
+        .header("authorization")
+        .expect("bearer")
+        .trim_start_matches("Bearer ")
+        .to_string();
+
+    // The confirmation page.
+    let page = b
+        .get(&env.url("/api/auth/signout?callbackUrl=%2Fbye"))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Cerrar sesión"));
+    let csrf = extract_value(&page.body, "csrfToken").expect("csrf");
+    assert_eq!(
+        extract_value(&page.body, "callbackUrl"),
+        Some(env.url("/bye"))
+    );
+
+    // Without csrfToken: nothing happens.
+    let r = b
+        .post_form(&env.url("/api/auth/signout"), &[("callbackUrl", "/bye")])
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.set_cookie(session_cookie_name()).is_none());
+    // With a wrong token: nothing happens either.
+    let r = b
+        .post_form(
+            &env.url("/api/auth/signout"),
+            &[("csrfToken", "wrong"), ("callbackUrl", "/bye")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // Token right but CSRF cookie missing (cross-site form): nothing.
+    let stranger = Browser::new();
+    stranger.set_cookie(session_cookie_name(), &session);
+    let r = stranger
+        .post_form(&env.url("/api/auth/signout"), &[("csrfToken", &csrf)])
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(env.mock.requests_to("/v2/oauth/revoke/").is_empty());
+    let api = Browser::api();
+    api.set_cookie(session_cookie_name(), &session);
+    assert_eq!(
+        api.echo(&env.url("/api/user"), &[]).await.status,
+        200,
+        "still signed in"
+    );
+
+    // The real thing.
+    let r = b
+        .post_form(
+            &env.url("/api/auth/signout"),
+            &[("csrfToken", &csrf), ("callbackUrl", "/bye")],
+        )
+        .await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.location(), Some(env.url("/bye").as_str()));
+    let clear = r.set_cookie(session_cookie_name()).expect("cookie cleared");
+    assert!(clear.contains("Max-Age=0"), "{clear}");
+
+    let revokes = env.mock.requests_to("/v2/oauth/revoke/");
+    assert_eq!(revokes.len(), 1);
+    assert_eq!(revokes[0].form_param("token"), Some(access.as_str()));
+    assert_eq!(
+        revokes[0].form_param("client_key"),
+        Some(nini_auth::mock_tiktok::DEMO_CLIENT_KEY)
+    );
+    assert_eq!(
+        env.mock.live_grants(nini_auth::mock_tiktok::DEMO_OPEN_ID),
+        0
+    );
+
+    // The old cookie is dead, replayed by anyone.
+    let r = api.get(&env.url("/api/user")).await;
+    assert_eq!(r.status, 401);
+    let r = api.get(&env.url("/api/auth/session")).await;
+    assert_eq!(r.body.trim(), "null");
+    // And the database forgot the tokens.
+    let conn = rusqlite::Connection::open(&env.raw_db).expect("db");
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM users WHERE access_token IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signout_json_answer_and_tiktok_failure_still_signs_out() {
+    use nini_auth::mock_tiktok::{Endpoint, Fault};
+    let env = TestEnv::start().await;
+    let b = Browser::new();
+    b.login(&env, "/").await;
+    env.mock
+        .inject_fault(Endpoint::Revoke, Fault::NonJson502, 1);
+    let csrf = b.csrf(&env).await;
+    let r = b
+        .send(
+            b.client
+                .post(env.url("/api/auth/signout"))
+                .header("X-Auth-Return-Redirect", "1")
+                .form(&[("csrfToken", csrf.as_str()), ("callbackUrl", "/")]),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"url": env.url("/")}));
+    assert!(
+        b.cookie(session_cookie_name()).is_none(),
+        "cookie cleared even though TikTok failed"
+    );
+    assert_eq!(
+        b.get(&env.url("/api/auth/session")).await.body.trim(),
+        "null"
+    );
+}
