@@ -147,11 +147,7 @@ impl App {
             return None;
         }
         let hash = crypto::hex(&key);
-        match self
-            .store
-            .run(move |s| s.session_identity(&hash, now))
-            .await
-        {
+        match self.store.run(move |s| s.session_identity(&hash, now)).await {
             Ok(Some(id)) => {
                 let id = Arc::new(id);
                 self.sessions.insert(key, id.clone(), now);

@@ -29,10 +29,7 @@ pub fn is_auth_path(matching: &str) -> bool {
 /// Dispatches one `/api/auth/*` request.
 pub async fn handle(app: &App, req: &Request) -> Reply {
     let action = req.path.to_ascii_lowercase();
-    let action = action
-        .strip_prefix(BASE)
-        .unwrap_or("")
-        .trim_end_matches('/');
+    let action = action.strip_prefix(BASE).unwrap_or("").trim_end_matches('/');
     let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
     let post = req.method == http::Method::POST;
     match (action, get, post) {
@@ -66,10 +63,7 @@ fn csrf_token(app: &App, req: &Request) -> Result<(String, Option<String>), Auth
         return Ok((token.to_string(), None));
     }
     let (token, value) = keys.new_csrf_cookie()?;
-    Ok((
-        token,
-        Some(app.cookies.build(&app.cookies.csrf, &value, None)),
-    ))
+    Ok((token, Some(app.cookies.build(&app.cookies.csrf, &value, None))))
 }
 
 /// A POST passes when its `csrfToken` equals the token in a valid CSRF cookie.
@@ -86,9 +80,7 @@ fn csrf_ok(app: &App, req: &Request) -> bool {
 
 fn csrf(app: &App, req: &Request) -> Reply {
     match csrf_token(app, req) {
-        Ok((token, cookie)) => {
-            with_cookie(Reply::json(200, &json!({ "csrfToken": token })), cookie)
-        }
+        Ok((token, cookie)) => with_cookie(Reply::json(200, &json!({ "csrfToken": token })), cookie),
         Err(e) => error_reply(app, req, &e),
     }
 }
@@ -101,10 +93,7 @@ fn with_cookie(reply: Reply, cookie: Option<String>) -> Reply {
 }
 
 fn lang(req: &Request) -> Lang {
-    pages::negotiate(
-        req.query_one("lang").as_deref(),
-        req.header("accept-language"),
-    )
+    pages::negotiate(req.query_one("lang").as_deref(), req.header("accept-language"))
 }
 
 /// `callbackUrl` (next-auth) or `rd` (nginx/oauth2-proxy style), validated; home otherwise.
@@ -113,11 +102,7 @@ fn callback_target(app: &App, raw: Option<String>) -> String {
 }
 
 fn self_path(req: &Request) -> String {
-    let keep: Vec<(String, String)> = req
-        .query_pairs()
-        .into_iter()
-        .filter(|(k, _)| k != "lang")
-        .collect();
+    let keep: Vec<(String, String)> = req.query_pairs().into_iter().filter(|(k, _)| k != "lang").collect();
     if keep.is_empty() {
         req.path.clone()
     } else {
@@ -135,10 +120,7 @@ fn signin_page(app: &App, req: &Request) -> Reply {
         Ok(t) => t,
         Err(e) => return error_reply(app, req, &e),
     };
-    let target = callback_target(
-        app,
-        req.query_one("callbackUrl").or_else(|| req.query_one("rd")),
-    );
+    let target = callback_target(app, req.query_one("callbackUrl").or_else(|| req.query_one("rd")));
     let error = req.query_one("error").filter(|e| is_error_code(e));
     let html = pages::signin(
         lang(req),
@@ -156,10 +138,7 @@ async fn signout_page(app: &App, req: &Request) -> Reply {
         Ok(t) => t,
         Err(e) => return error_reply(app, req, &e),
     };
-    let target = callback_target(
-        app,
-        req.query_one("callbackUrl").or_else(|| req.query_one("rd")),
-    );
+    let target = callback_target(app, req.query_one("callbackUrl").or_else(|| req.query_one("rd")));
     let html = pages::signout(
         lang(req),
         &format!("{BASE}/signout"),
@@ -239,11 +218,7 @@ async fn start(app: &App, req: &Request) -> Reply {
     }
 }
 
-async fn start_inner(
-    app: &App,
-    req: &Request,
-    callback_url: String,
-) -> Result<(String, Option<String>), AuthError> {
+async fn start_inner(app: &App, req: &Request, callback_url: String) -> Result<(String, Option<String>), AuthError> {
     // One binding value per browser, reused across tabs so parallel sign-ins do not break
     // each other; only its hash is stored with the state.
     let existing = req
@@ -255,20 +230,14 @@ async fn start_inner(
         Some(b) => (b, None),
         None => {
             let b = crypto::random_token()?;
-            let c = app
-                .cookies
-                .build(&app.cookies.login, &b, Some(LOGIN_STATE_TTL));
+            let c = app.cookies.build(&app.cookies.login, &b, Some(LOGIN_STATE_TTL));
             (b, Some(c))
         }
     };
     let state = crypto::random_token()?;
     let verifier = match app.tiktok.pkce() {
         crate::config::Pkce::Off => None,
-        _ => Some(format!(
-            "{}{}",
-            crypto::random_token()?,
-            crypto::random_token()?
-        )),
+        _ => Some(format!("{}{}", crypto::random_token()?, crypto::random_token()?)),
     };
     let challenge = verifier
         .as_deref()
@@ -284,10 +253,7 @@ async fn start_inner(
     app.store
         .run(move |s| s.insert_login_state(&state_hash, &login, now))
         .await?;
-    Ok((
-        app.tiktok.authorize_url(&state, challenge.as_deref()),
-        cookie,
-    ))
+    Ok((app.tiktok.authorize_url(&state, challenge.as_deref()), cookie))
 }
 
 /// TikTok sends the browser back here. The state is checked (and consumed) before anything
@@ -329,9 +295,7 @@ async fn callback_inner(app: &App, req: &Request) -> Result<(String, String), Au
         return Err(AuthError::State(StateProblem::WrongBrowser));
     }
     if req.query_count("error") > 0 {
-        let err = req
-            .query_one("error")
-            .unwrap_or_else(|| "invalid_request".into());
+        let err = req.query_one("error").unwrap_or_else(|| "invalid_request".into());
         return Err(AuthError::ProviderError(err.chars().take(64).collect()));
     }
     // The query parser decodes the code exactly once (`%2A0%21` → `*0!`); reqwest encodes it
@@ -341,10 +305,7 @@ async fn callback_inner(app: &App, req: &Request) -> Result<(String, String), Au
         .filter(|c| !c.is_empty())
         .ok_or(AuthError::MissingCode)?;
 
-    let tok = app
-        .tiktok
-        .exchange_code(&code, login.pkce_verifier.as_deref())
-        .await?;
+    let tok = app.tiktok.exchange_code(&code, login.pkce_verifier.as_deref()).await?;
     let granted = tok.scopes();
     if !granted.contains(&"user.info.basic") {
         return Err(AuthError::ScopeMissing(tok.scope.clone()));
@@ -376,26 +337,14 @@ async fn callback_inner(app: &App, req: &Request) -> Result<(String, String), Au
     let Some(key) = session_key(&session_token) else {
         return Err(AuthError::Crypto(crypto::CryptoError::Malformed));
     };
-    let old_key = req
-        .cookies(&app.cookies.session)
-        .into_iter()
-        .find_map(session_key);
+    let old_key = req.cookies(&app.cookies.session).into_iter().find_map(session_key);
     let lifetime = app.config.session_lifetime.as_secs() as i64;
     let expires = now + lifetime;
     let new_hash = crypto::hex(&key);
     let old_hash = old_key.map(|k| crypto::hex(&k));
     let identity = app
         .store
-        .run(move |s| {
-            s.complete_login(
-                &profile,
-                &tokens,
-                &new_hash,
-                expires,
-                old_hash.as_deref(),
-                now,
-            )
-        })
+        .run(move |s| s.complete_login(&profile, &tokens, &new_hash, expires, old_hash.as_deref(), now))
         .await?;
     if let Some(old) = old_key {
         app.sessions.remove(&old);
@@ -406,9 +355,7 @@ async fn callback_inner(app: &App, req: &Request) -> Result<(String, String), Au
         req.request_id
     );
     app.sessions.insert(key, Arc::new(identity), now);
-    let cookie = app
-        .cookies
-        .build(&app.cookies.session, &session_token, Some(lifetime));
+    let cookie = app.cookies.build(&app.cookies.session, &session_token, Some(lifetime));
     Ok((login.callback_url, cookie))
 }
 
@@ -418,24 +365,14 @@ async fn signout(app: &App, req: &Request) -> Reply {
     if !csrf_ok(app, req) {
         return error_reply(app, req, &AuthError::Csrf);
     }
-    let target = callback_target(
-        app,
-        req.form_one("callbackUrl").or_else(|| req.form_one("rd")),
-    );
-    for key in req
-        .cookies(&app.cookies.session)
-        .into_iter()
-        .filter_map(session_key)
-    {
+    let target = callback_target(app, req.form_one("callbackUrl").or_else(|| req.form_one("rd")));
+    for key in req.cookies(&app.cookies.session).into_iter().filter_map(session_key) {
         app.sessions.remove(&key);
         let hash = crypto::hex(&key);
         match app.store.run(move |s| s.delete_session(&hash)).await {
             Ok(Some(user_id)) => revoke_tokens(app, &user_id, &req.request_id).await,
             Ok(None) => {}
-            Err(e) => log::error!(
-                "sign-out: deleting session failed: {e} request_id={}",
-                req.request_id
-            ),
+            Err(e) => log::error!("sign-out: deleting session failed: {e} request_id={}", req.request_id),
         }
     }
     let reply = if req.wants_json_redirect() {
@@ -463,10 +400,7 @@ async fn revoke_tokens(app: &App, user_id: &str, request_id: &str) {
         // Already dead at TikTok: nothing left to revoke.
         Err(e) if e.is_invalid_grant() || e.is_access_token_invalid() => true,
         Err(e) => {
-            log::warn!(
-                "sign-out: TikTok revoke failed: {} request_id={request_id}",
-                e
-            );
+            log::warn!("sign-out: TikTok revoke failed: {} request_id={request_id}", e);
             false
         }
     };
@@ -519,8 +453,7 @@ async fn session(app: &App, req: &Request) -> Reply {
     match current_identity(app, req).await {
         (Some(id), _) => Reply::json(200, &session_json(&id)),
         // A cookie that no longer names a session is cleared, as Auth.js does.
-        (None, true) => Reply::json(200, &serde_json::Value::Null)
-            .set_cookie(app.cookies.clear(&app.cookies.session)),
+        (None, true) => Reply::json(200, &serde_json::Value::Null).set_cookie(app.cookies.clear(&app.cookies.session)),
         (None, false) => Reply::json(200, &serde_json::Value::Null),
     }
 }
@@ -544,38 +477,17 @@ async fn session_update(app: &App, req: &Request) -> Reply {
 /// request id; the log gets the chain.
 pub fn error_reply(app: &App, req: &Request, err: &AuthError) -> Reply {
     if err.is_client_error() {
-        log::info!(
-            "auth request refused: {} request_id={}",
-            err.chain(),
-            req.request_id
-        );
+        log::info!("auth request refused: {} request_id={}", err.chain(), req.request_id);
     } else {
-        log::error!(
-            "auth request failed: {} request_id={}",
-            err.chain(),
-            req.request_id
-        );
+        log::error!("auth request failed: {} request_id={}", err.chain(), req.request_id);
     }
     let code = err.code();
     if req.wants_json_redirect() {
         // next-auth expects 200 {"url"} even on errors and reads ?error= from it.
-        let page = if code == "MissingCSRF" {
-            "signin"
-        } else {
-            "error"
-        };
-        return Reply::json(
-            200,
-            &json!({ "url": app.url(&format!("{BASE}/{page}?error={code}")) }),
-        );
+        let page = if code == "MissingCSRF" { "signin" } else { "error" };
+        return Reply::json(200, &json!({ "url": app.url(&format!("{BASE}/{page}?error={code}")) }));
     }
-    let navigation = req.method == http::Method::GET
-        || req
-            .header("accept")
-            .is_some_and(|a| a.contains("text/html"))
-        || req
-            .header("content-type")
-            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let navigation = req.accepts_html();
     if navigation {
         let html = pages::error(
             lang(req),
@@ -586,9 +498,6 @@ pub fn error_reply(app: &App, req: &Request, err: &AuthError) -> Reply {
         );
         Reply::html(err.status(), html)
     } else {
-        Reply::json(
-            err.status(),
-            &json!({ "error": code, "requestId": req.request_id }),
-        )
+        Reply::json(err.status(), &json!({ "error": code, "requestId": req.request_id }))
     }
 }

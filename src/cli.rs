@@ -53,15 +53,21 @@ pub enum Command {
 
 pub fn init_logging() {
     // pingora logs its start-up and shutdown chatter at info; keep ours at info and its at warn.
-    let env = env_logger::Env::default()
-        .default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn");
-    let _ = env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .try_init();
+    let env = env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn");
+    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(EXIT_CONFIG),
+            };
+        }
+    };
     init_logging();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
@@ -83,20 +89,13 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::MockTiktok {
-            listen,
-            redirect_uris,
-        } => mock_tiktok(listen, redirect_uris),
+        Command::MockTiktok { listen, redirect_uris } => mock_tiktok(listen, redirect_uris),
     }
 }
 
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path, &ProcessEnv).map_err(|e| {
-        eprintln!(
-            "Invalid configuration in {}:\n{}",
-            path.display(),
-            e.report()
-        );
+        eprintln!("Invalid configuration in {}:\n{}", path.display(), e.report());
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -109,12 +108,12 @@ fn check(path: &std::path::Path) -> ExitCode {
                 path.display()
             );
             println!("{}", cfg.describe());
-            println!(
-                "# Register this redirect URI in the TikTok developer portal (Login Kit > Web):"
-            );
+            println!("# Register this redirect URI in the TikTok developer portal (Login Kit > Web):");
             println!("{}", cfg.redirect_uri());
             if cfg.public_url.scheme() != "https" {
-                println!("# note: TikTok accepts only https redirect URIs for web apps; http works with the mock only.");
+                println!(
+                    "# note: TikTok accepts only https redirect URIs for web apps; http works with the mock only."
+                );
             }
             ExitCode::SUCCESS
         }
@@ -174,10 +173,7 @@ fn mock_tiktok(listen: SocketAddr, mut redirect_uris: Vec<String>) -> ExitCode {
             }
         };
         println!("mock TikTok listening on {}", mock.base_url());
-        println!(
-            "  authorize_url = \"{}/v2/auth/authorize/\"",
-            mock.base_url()
-        );
+        println!("  authorize_url = \"{}/v2/auth/authorize/\"", mock.base_url());
         println!("  api_base_url  = \"{}\"", mock.base_url());
         println!(
             "  client_key = \"{}\", client_secret = \"{}\"",

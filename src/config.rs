@@ -266,12 +266,7 @@ impl Config {
     /// The effective configuration as TOML-like text with every secret redacted (`check`).
     pub fn describe(&self) -> String {
         let q = |s: &str| format!("{s:?}");
-        let list = |v: &[String]| {
-            format!(
-                "[{}]",
-                v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
-            )
-        };
+        let list = |v: &[String]| format!("[{}]", v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "));
         let redacted = |s: &str| {
             if s.is_empty() {
                 "\"\" # not set".to_string()
@@ -338,11 +333,7 @@ pub struct ConfigError(pub Vec<Problem>);
 impl ConfigError {
     /// All problems, one per line, for stderr.
     pub fn report(&self) -> String {
-        self.0
-            .iter()
-            .map(|p| format!("  - {p}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -391,20 +382,66 @@ pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
     validate(raw, env, SecretsPolicy::Required)
 }
 
-/// Parses TOML text into the raw shape; unknown keys and type errors name their key.
+/// Checks one key of a section by deserialising it alone (every field has a default), so an
+/// unknown key or a wrong type is found for each key, not just the first in the file.
+type KeyCheck = fn(toml::Value) -> Result<(), toml::de::Error>;
+
+const SECTIONS: &[(&str, KeyCheck)] = &[
+    ("server", |v| v.try_into::<RawServer>().map(drop)),
+    ("upstream", |v| v.try_into::<RawUpstream>().map(drop)),
+    ("tiktok", |v| v.try_into::<RawTikTok>().map(drop)),
+    ("storage", |v| v.try_into::<RawStorage>().map(drop)),
+    ("session", |v| v.try_into::<RawSession>().map(drop)),
+    ("secrets", |v| v.try_into::<RawSecrets>().map(drop)),
+    ("routes", |v| v.try_into::<RawRoutes>().map(drop)),
+];
+
+/// Parses TOML text into the raw shape. Syntax errors stop at the first one (the rest of the
+/// file cannot be read reliably); unknown sections, unknown keys and wrong types are all
+/// reported, each naming its dotted key.
 pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str::<RawConfig>(text).map_err(|e| {
-        let message = e.message().trim().to_string();
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let key = match e.span() {
             Some(span) => key_at(text, span.start),
             None => "config".into(),
         };
-        ConfigError(vec![Problem { key, message }])
+        ConfigError(vec![Problem {
+            key,
+            message: format!("syntax error: {}", e.message().trim()),
+        }])
+    })?;
+    let mut p = Problems(Vec::new());
+    for (section, value) in &table {
+        let Some((_, check)) = SECTIONS.iter().find(|(name, _)| name == section) else {
+            let known: Vec<&str> = SECTIONS.iter().map(|(n, _)| *n).collect();
+            p.add(section, format!("unknown section (known: {})", known.join(", ")));
+            continue;
+        };
+        let Some(keys) = value.as_table() else {
+            p.add(section, "must be a table ([section])");
+            continue;
+        };
+        for (k, v) in keys {
+            let mut single = toml::Table::new();
+            single.insert(k.clone(), v.clone());
+            if let Err(e) = check(toml::Value::Table(single)) {
+                p.add(&format!("{section}.{k}"), e.message().trim().to_string());
+            }
+        }
+    }
+    if !p.0.is_empty() {
+        return Err(ConfigError(p.0));
+    }
+    toml::Value::Table(table).try_into::<RawConfig>().map_err(|e| {
+        ConfigError(vec![Problem {
+            key: "config".into(),
+            message: e.message().trim().to_string(),
+        }])
     })
 }
 
-/// Best-effort dotted key for a TOML error position: the enclosing `[table]` plus the key on
-/// that line, so "unknown field `listn`" is reported as `server.listn`.
+/// Best-effort dotted key for a syntax error position: the enclosing `[table]` plus the key
+/// on that line.
 fn key_at(text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
     let table = before
@@ -444,11 +481,7 @@ impl Problems {
 }
 
 /// Validates the raw config with environment overrides; every problem is reported at once.
-pub fn validate(
-    raw: RawConfig,
-    env: &dyn Env,
-    policy: SecretsPolicy,
-) -> Result<Config, ConfigError> {
+pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<Config, ConfigError> {
     let mut p = Problems(Vec::new());
     let RawConfig {
         server,
@@ -523,10 +556,7 @@ pub fn validate(
             );
         }
     }
-    if client_key
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
-    {
+    if client_key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         p.add("tiktok.client_key", "must not contain whitespace");
     }
     if tiktok.scopes.is_empty() {
@@ -558,8 +588,7 @@ pub fn validate(
             None
         }
     };
-    let authorize_url =
-        parse_base_url(&mut p, "tiktok.authorize_url", &tiktok.authorize_url, false);
+    let authorize_url = parse_base_url(&mut p, "tiktok.authorize_url", &tiktok.authorize_url, false);
     let api_base_url = parse_base_url(&mut p, "tiktok.api_base_url", &tiktok.api_base_url, true);
     let tiktok_timeout = duration(&mut p, "tiktok.timeout", &tiktok.timeout);
 
@@ -627,18 +656,15 @@ pub fn validate(
 
     // [routes]
     for r in &routes.protected {
-        if !r.starts_with('/')
-            || r.contains(['?', '#', '\\'])
-            || r.chars().any(|c| c.is_control() || c.is_whitespace())
+        if !r.starts_with('/') || r.contains(['?', '#', '\\']) || r.chars().any(|c| c.is_control() || c.is_whitespace())
         {
             p.add(
                 "routes.protected",
-                format!(
-                    "{r:?} must be a path prefix starting with '/' (no query, fragment or spaces)"
-                ),
+                format!("{r:?} must be a path prefix starting with '/' (no query, fragment or spaces)"),
             );
         }
-        if r.to_ascii_lowercase().starts_with("/api/auth") {
+        let lower = r.to_ascii_lowercase();
+        if lower == "/api/auth" || lower.starts_with("/api/auth/") {
             p.add(
                 "routes.protected",
                 format!("{r:?} overlaps the sidecar's own /api/auth endpoints"),
@@ -711,16 +737,10 @@ fn upstream_config(p: &mut Problems, raw: &RawUpstream) -> Option<UpstreamConfig
     let read_timeout = duration(p, "upstream.read_timeout", &raw.read_timeout);
     let url = url?;
     if url.path() != "/" {
-        p.add(
-            "upstream.url",
-            "must not have a path: requests keep their own path",
-        );
+        p.add("upstream.url", "must not have a path: requests keep their own path");
         return None;
     }
-    let host = url
-        .host_str()?
-        .trim_matches(|c| c == '[' || c == ']')
-        .to_string();
+    let host = url.host_str()?.trim_matches(|c| c == '[' || c == ']').to_string();
     let port = url.port_or_known_default()?;
     let addr = match (host.as_str(), port).to_socket_addrs() {
         Ok(mut addrs) => addrs.next(),
@@ -756,11 +776,7 @@ fn parse_base_url(p: &mut Problems, key: &str, raw: &str, origin_only: bool) -> 
         p.add(key, format!("{raw:?} has no host"));
         return None;
     }
-    if !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some()
-        || url.fragment().is_some()
-    {
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
         p.add(
             key,
             format!("{raw:?} must not contain credentials, a query or a fragment"),
@@ -795,10 +811,7 @@ fn database_path(p: &mut Problems, key: &str, raw: &str) -> Option<PathBuf> {
         return None;
     }
     if path == ":memory:" {
-        p.add(
-            key,
-            "\":memory:\" would lose every session on restart; name a file",
-        );
+        p.add(key, "\":memory:\" would lose every session on restart; name a file");
         return None;
     }
     Some(PathBuf::from(path))
@@ -808,7 +821,10 @@ fn duration(p: &mut Problems, key: &str, raw: &str) -> Option<Duration> {
     match parse_duration(raw) {
         Some(d) => Some(d),
         None => {
-            p.add(key, format!("{raw:?} is not a duration (e.g. \"500ms\", \"30s\", \"10m\", \"1h\", \"30d\", \"1h30m\")"));
+            p.add(
+                key,
+                format!("{raw:?} is not a duration (e.g. \"500ms\", \"30s\", \"10m\", \"1h\", \"30d\", \"1h30m\")"),
+            );
             None
         }
     }
@@ -823,17 +839,13 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     let mut total: u64 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let ms = match unit {

@@ -30,9 +30,7 @@ pub enum CryptoError {
 pub enum KeyError {
     #[error("key #{index} is not valid base64")]
     NotBase64 { index: usize },
-    #[error(
-        "key #{index} decodes to {len} bytes; a key is exactly 32 bytes (use `nini-auth keygen`)"
-    )]
+    #[error("key #{index} decodes to {len} bytes; a key is exactly 32 bytes (use `nini-auth keygen`)")]
     WrongLength { index: usize, len: usize },
     #[error("key #{index} duplicates an earlier key")]
     Duplicate { index: usize },
@@ -53,12 +51,7 @@ pub struct KeyRing {
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "KeyRing({} key(s), ids {:?})",
-            self.keys.len(),
-            self.key_ids()
-        )
+        write!(f, "KeyRing({} key(s), ids {:?})", self.keys.len(), self.key_ids())
     }
 }
 
@@ -126,10 +119,7 @@ impl KeyRing {
     /// a ciphertext copied to another row or column fails to open.
     /// Format: `v1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>`.
     pub fn seal(&self, plaintext: &[u8], aad: &str) -> Result<String, CryptoError> {
-        let key = self
-            .keys
-            .first()
-            .ok_or(CryptoError::UnknownKey(String::new()))?;
+        let key = self.keys.first().ok_or(CryptoError::UnknownKey(String::new()))?;
         let nonce_bytes = random_bytes::<NONCE_LEN>()?;
         let mut buf = plaintext.to_vec();
         key.aead
@@ -142,18 +132,13 @@ impl KeyRing {
         let mut blob = Vec::with_capacity(NONCE_LEN + buf.len());
         blob.extend_from_slice(&nonce_bytes);
         blob.extend_from_slice(&buf);
-        Ok(format!(
-            "{SEALED_VERSION}.{}.{}",
-            key.id,
-            URL_SAFE_NO_PAD.encode(blob)
-        ))
+        Ok(format!("{SEALED_VERSION}.{}.{}", key.id, URL_SAFE_NO_PAD.encode(blob)))
     }
 
     /// Opens a value made by `seal` with the same `aad`.
     pub fn open(&self, sealed: &str, aad: &str) -> Result<Vec<u8>, CryptoError> {
         let mut parts = sealed.splitn(3, '.');
-        let (Some(version), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(version), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(CryptoError::Malformed);
         };
         if version != SEALED_VERSION {
@@ -164,9 +149,7 @@ impl KeyRing {
             .iter()
             .find(|k| k.id == kid)
             .ok_or_else(|| CryptoError::UnknownKey(kid.chars().take(16).collect()))?;
-        let mut blob = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| CryptoError::Malformed)?;
+        let mut blob = URL_SAFE_NO_PAD.decode(body).map_err(|_| CryptoError::Malformed)?;
         if blob.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return Err(CryptoError::Malformed);
         }
@@ -197,10 +180,7 @@ impl KeyRing {
     /// the MAC stops a sibling subdomain from planting a token of its choosing.
     pub fn new_csrf_cookie(&self) -> Result<(String, String), CryptoError> {
         let token = random_token()?;
-        let key = self
-            .keys
-            .first()
-            .ok_or(CryptoError::UnknownKey(String::new()))?;
+        let key = self.keys.first().ok_or(CryptoError::UnknownKey(String::new()))?;
         let mac = hmac::sign(&key.csrf, token.as_bytes());
         Ok((
             token.clone(),
@@ -308,41 +288,26 @@ mod tests {
     use super::*;
 
     fn ring(n: usize) -> KeyRing {
-        let keys: Vec<String> = (0..n)
-            .map(|_| generate_key_base64().expect("rng"))
-            .collect();
+        let keys: Vec<String> = (0..n).map(|_| generate_key_base64().expect("rng")).collect();
         KeyRing::from_base64(&keys).expect("valid keys")
     }
 
     #[test]
     fn seal_open_round_trip_with_random_nonces() {
         let r = ring(1);
-        let a = r
-            .seal(b"act.secret", "users.access_token:u1")
-            .expect("seal");
-        let b = r
-            .seal(b"act.secret", "users.access_token:u1")
-            .expect("seal");
+        let a = r.seal(b"act.secret", "users.access_token:u1").expect("seal");
+        let b = r.seal(b"act.secret", "users.access_token:u1").expect("seal");
         assert_ne!(a, b, "nonce must differ per encryption");
         assert!(!a.contains("act.secret"));
-        assert_eq!(
-            r.open(&a, "users.access_token:u1").expect("open"),
-            b"act.secret"
-        );
+        assert_eq!(r.open(&a, "users.access_token:u1").expect("open"), b"act.secret");
     }
 
     #[test]
     fn aad_binds_row_and_column() {
         let r = ring(1);
         let s = r.seal(b"tok", "users.access_token:u1").expect("seal");
-        assert_eq!(
-            r.open(&s, "users.access_token:u2"),
-            Err(CryptoError::Tampered)
-        );
-        assert_eq!(
-            r.open(&s, "users.refresh_token:u1"),
-            Err(CryptoError::Tampered)
-        );
+        assert_eq!(r.open(&s, "users.access_token:u2"), Err(CryptoError::Tampered));
+        assert_eq!(r.open(&s, "users.refresh_token:u1"), Err(CryptoError::Tampered));
     }
 
     #[test]
@@ -350,11 +315,20 @@ mod tests {
         let r = ring(1);
         let s = r.seal(b"tok", "a").expect("seal");
         let mut bytes = s.clone().into_bytes();
-        let last = bytes.len() - 3;
-        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        // A character inside the ciphertext (not the final one, whose padding bits would make
+        // it a base64 error rather than an authentication failure).
+        let at = bytes.len() - 10;
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(bytes).expect("ascii");
         assert_eq!(r.open(&flipped, "a"), Err(CryptoError::Tampered));
-        assert_eq!(r.open(&s[..s.len() - 10], "a"), Err(CryptoError::Tampered));
+        // Truncation: either the base64 no longer decodes or the tag no longer verifies.
+        for cut in 1..12 {
+            let res = r.open(&s[..s.len() - cut], "a");
+            assert!(
+                matches!(res, Err(CryptoError::Tampered | CryptoError::Malformed)),
+                "cut {cut}: {res:?}"
+            );
+        }
         for junk in [
             "",
             "v1",
@@ -374,19 +348,13 @@ mod tests {
         let old = ring(1);
         let sealed = old.seal(b"tok", "a").expect("seal");
         let other = ring(1);
-        assert!(matches!(
-            other.open(&sealed, "a"),
-            Err(CryptoError::UnknownKey(_))
-        ));
+        assert!(matches!(other.open(&sealed, "a"), Err(CryptoError::UnknownKey(_))));
         let old_b64 = generate_key_base64().expect("rng");
         let new_b64 = generate_key_base64().expect("rng");
         let before = KeyRing::from_base64(std::slice::from_ref(&old_b64)).expect("ring");
         let sealed = before.seal(b"tok", "a").expect("seal");
         let after = KeyRing::from_base64(&[new_b64, old_b64]).expect("ring");
-        assert_eq!(
-            after.open(&sealed, "a").expect("old key still opens"),
-            b"tok"
-        );
+        assert_eq!(after.open(&sealed, "a").expect("old key still opens"), b"tok");
         assert_ne!(
             KeyRing::sealed_key_id(&after.seal(b"x", "a").expect("seal")),
             KeyRing::sealed_key_id(&sealed)
@@ -438,7 +406,7 @@ mod tests {
         // RFC 7636 appendix B
         assert_eq!(
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", false),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URB2s6CvV9xAww"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         assert_eq!(pkce_challenge("abc", true).len(), 64);
     }

@@ -36,11 +36,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// `X-Nini-Display-Name` is UTF-8 percent-encoded; decode it like `decodeURIComponent`.
 pub fn display_name(h: &HeaderMap) -> Option<String> {
-    header(h, "x-nini-display-name").map(|v| {
-        percent_encoding::percent_decode_str(v)
-            .decode_utf8_lossy()
-            .into_owned()
-    })
+    header(h, "x-nini-display-name").map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
 }
 
 async fn handle(req: Request) -> Response {
@@ -147,26 +143,17 @@ pub fn run(listen: SocketAddr) -> Result<(), String> {
         let ml = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
-        let mock = crate::mock_tiktok::MockTikTok::start(
-            ml,
-            crate::mock_tiktok::MockConfig::demo(vec![redirect_uri]),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let mock = crate::mock_tiktok::MockTikTok::start(ml, crate::mock_tiktok::MockConfig::demo(vec![redirect_uri]))
+            .await
+            .map_err(|e| e.to_string())?;
         let al = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
         let (app_addr, _task) = serve_app(al).await.map_err(|e| e.to_string())?;
         Ok::<_, String>((mock, app_addr))
     })?;
-    let dir =
-        tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let raw = raw_config(
-        listen,
-        &mock.base_url(),
-        app_addr,
-        &dir.path().join("demo.db"),
-    );
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let raw = raw_config(listen, &mock.base_url(), app_addr, &dir.path().join("demo.db"));
     let env = std::collections::HashMap::<String, String>::new();
     let config = crate::config::validate(raw, &env, crate::config::SecretsPolicy::Generate)
         .map_err(|e| format!("demo config invalid:\n{}", e.report()))?;
@@ -181,9 +168,7 @@ pub fn run(listen: SocketAddr) -> Result<(), String> {
         "  Mock TikTok     {}   (consent page; no TikTok account needed)",
         mock.base_url()
     );
-    println!(
-        "  Demo app        http://{app_addr}   (the upstream; it only reads identity headers)"
-    );
+    println!("  Demo app        http://{app_addr}   (the upstream; it only reads identity headers)");
     println!(
         "  Database        {}   (deleted on exit)",
         dir.path().join("demo.db").display()

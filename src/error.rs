@@ -1,6 +1,6 @@
 //! The request-path error type and its one mapping to what people and clients see: a
 //! next-auth error code, an HTTP status, and whether it is the client's fault (logged at
-//! debug) or ours / TikTok's (logged at warn or error with the whole chain).
+//! info) or ours / TikTok's (logged at error with the whole chain).
 
 use crate::crypto::CryptoError;
 use crate::store::StoreError;
@@ -42,16 +42,12 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::Csrf => "MissingCSRF",
-            AuthError::State(_) | AuthError::MissingCode | AuthError::OpenIdMismatch => {
-                "OAuthCallbackError"
-            }
+            AuthError::State(_) | AuthError::MissingCode | AuthError::OpenIdMismatch => "OAuthCallbackError",
             AuthError::ProviderError(e) if e == "access_denied" => "AccessDenied",
             AuthError::ProviderError(_) => "OAuthCallbackError",
             AuthError::ScopeMissing(_) => "AccessDenied",
             AuthError::TikTok(e) => match e {
-                TikTokError::OAuth { error, .. } if error == "invalid_grant" => {
-                    "OAuthCallbackError"
-                }
+                TikTokError::OAuth { error, .. } if error == "invalid_grant" => "OAuthCallbackError",
                 TikTokError::OAuth { error, .. }
                     if error == "invalid_client"
                         || error == "unauthorized_client"
@@ -62,6 +58,7 @@ impl AuthError {
                 }
                 _ => "TikTokUnavailable",
             },
+            AuthError::Store(StoreError::TooManyPending) => "OAuthSignin",
             AuthError::Store(_) | AuthError::Crypto(_) => "Configuration",
         }
     }
@@ -78,6 +75,7 @@ impl AuthError {
             // invalid_client & co: our credentials or redirect URI are wrong, not TikTok down.
             AuthError::TikTok(_) if self.code() == "Configuration" => 500,
             AuthError::TikTok(_) => 502,
+            AuthError::Store(StoreError::TooManyPending) => 503,
             AuthError::Store(_) | AuthError::Crypto(_) => 500,
         }
     }

@@ -24,29 +24,54 @@ const SPOOFABLE_NAMES: &[&str] = &[
     "x-forwarded-access-token",
 ];
 
+/// Forwarding headers a client could use to lie about where it comes from or what it asked
+/// for. The sidecar sets X-Forwarded-For/Proto/Host itself; the rest are dropped.
+const FORWARDING_NAMES: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-uri",
+    "forwarded",
+    "x-original-uri",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-url-scheme",
+];
+
 /// Unreserved characters stay as they are; everything else (including non-ASCII) is
 /// percent-encoded so the header value is plain ASCII.
-const NAME_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const NAME_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Would an upstream read this header name as an identity header? Upstreams differ on case
 /// and some map `_` to `-` (CVE-2025-64484), so both are folded before comparing.
 pub fn is_spoofable(name: &str) -> bool {
-    let n: String = name
-        .trim()
-        .chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect();
+    let n = fold(name);
     SPOOFABLE_PREFIXES.iter().any(|p| n.starts_with(p)) || SPOOFABLE_NAMES.contains(&n.as_str())
+}
+
+/// Client-sent forwarding information, in any spelling: never trusted.
+pub fn is_untrusted_forwarding(name: &str) -> bool {
+    FORWARDING_NAMES.contains(&fold(name).as_str())
+}
+
+/// Removed from every request before routing and again before forwarding.
+pub fn must_strip(name: &str) -> bool {
+    is_spoofable(name) || is_untrusted_forwarding(name)
+}
+
+fn fold(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
+        .collect()
 }
 
 /// The headers the upstream receives for a signed-in user.
@@ -138,10 +163,7 @@ mod tests {
 
     #[test]
     fn connection_keeps_only_standard_tokens() {
-        assert_eq!(
-            sanitize_connection("close, X-Forwarded-User").as_deref(),
-            Some("close")
-        );
+        assert_eq!(sanitize_connection("close, X-Forwarded-User").as_deref(), Some("close"));
         assert_eq!(sanitize_connection("x-nini-user-id"), None);
         assert_eq!(sanitize_connection("Upgrade").as_deref(), Some("Upgrade"));
     }

@@ -83,7 +83,8 @@ const ES: Text = Text {
     signin_lead: "Usa tu cuenta de TikTok para entrar en NINI.",
     continue_tiktok: "Continuar con TikTok",
     signout_title: "Cerrar sesión",
-    signout_lead: "¿Seguro que quieres cerrar la sesión? También desconectaremos tu cuenta de TikTok de esta aplicación.",
+    signout_lead:
+        "¿Seguro que quieres cerrar la sesión? También desconectaremos tu cuenta de TikTok de esta aplicación.",
     signout_button: "Cerrar sesión",
     cancel: "Cancelar",
     error_title: "No se pudo completar el inicio de sesión",
@@ -136,8 +137,12 @@ pub fn error_message(lang: Lang, code: &str) -> &'static str {
         (Lang::En, "SessionRequired") => "Please sign in to see this page.",
         (Lang::Es, "RefreshAccessTokenError") => "Tu sesión de TikTok caducó. Vuelve a iniciar sesión.",
         (Lang::En, "RefreshAccessTokenError") => "Your TikTok session expired. Please sign in again.",
-        (Lang::Es, "Configuration") => "Hay un problema con la configuración del servidor. Avísanos con el identificador de abajo.",
-        (Lang::En, "Configuration") => "There is a problem with the server configuration. Let us know, quoting the ID below.",
+        (Lang::Es, "Configuration") => {
+            "Hay un problema con la configuración del servidor. Avísanos con el identificador de abajo."
+        }
+        (Lang::En, "Configuration") => {
+            "There is a problem with the server configuration. Let us know, quoting the ID below."
+        }
         (Lang::Es, _) => "Algo salió mal. Vuelve a intentarlo.",
         (Lang::En, _) => "Something went wrong. Please try again.",
     }
@@ -146,7 +151,7 @@ pub fn error_message(lang: Lang, code: &str) -> &'static str {
 const STYLE: &str = "*{box-sizing:border-box}body{margin:0;min-height:100vh;display:flex;align-items:center;\
 justify-content:center;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#0f0f14;color:#f5f5f7}\
 main{width:min(420px,92vw);background:#1b1b23;border-radius:18px;padding:40px 32px;box-shadow:0 20px 60px #0008;text-align:center}\
-h1{font-size:1.6rem;margin:0 0 8px}p{color:#b8b8c6;line-height:1.5}.logo{font-size:2.4rem;font-weight:800;letter-spacing:.08em;\
+h1{font-size:1.6rem;margin:0 0 8px}p{color:#b8b8c6;line-height:1.5}.logo{display:inline-block;font-size:2.4rem;font-weight:800;letter-spacing:.08em;\
 background:linear-gradient(90deg,#25f4ee,#fe2c55);-webkit-background-clip:text;background-clip:text;color:transparent;margin-bottom:16px}\
 button,.btn{display:block;width:100%;padding:14px 18px;border:0;border-radius:12px;font-size:1rem;font-weight:600;cursor:pointer;\
 text-decoration:none;margin-top:18px}.tiktok{background:#fe2c55;color:#fff}.tiktok:hover{background:#e0244a}\
@@ -218,14 +223,7 @@ pub fn signin(
 }
 
 /// The sign-out confirmation page (GET); the form POSTs with the CSRF token.
-pub fn signout(
-    lang: Lang,
-    action: &str,
-    csrf_token: &str,
-    callback_url: &str,
-    home: &str,
-    self_path: &str,
-) -> String {
+pub fn signout(lang: Lang, action: &str, csrf_token: &str, callback_url: &str, home: &str, self_path: &str) -> String {
     let t = text(lang);
     let body = format!(
         "<div class=\"logo\">NINI</div><h1>{}</h1><p>{}</p>\
@@ -294,14 +292,7 @@ mod tests {
         assert!(html.contains("Continue with TikTok"));
         assert!(!html.contains("<script>"));
         assert!(html.contains("tok&quot;en"));
-        let es = signin(
-            Lang::Es,
-            "/a",
-            "t",
-            "/",
-            None,
-            "/api/auth/signin?callbackUrl=%2F",
-        );
+        let es = signin(Lang::Es, "/a", "t", "/", None, "/api/auth/signin?callbackUrl=%2F");
         assert!(es.contains("Continuar con TikTok") && es.contains("lang=en"));
         let e = error(Lang::Es, "<b>", "rid-1", "/api/auth/signin", "/");
         assert!(e.contains("rid-1") && !e.contains("<b>"));

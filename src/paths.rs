@@ -133,10 +133,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
 
     // Split on literal '/' only (encoded ones were rejected). The first piece is the empty string
     // before the leading '/'.
-    let pieces: Vec<&[Unit]> = units
-        .split(|u| u.byte == b'/' && !u.encoded)
-        .skip(1)
-        .collect();
+    let pieces: Vec<&[Unit]> = units.split(|u| u.byte == b'/' && !u.encoded).skip(1).collect();
     let mut segments: Vec<&[Unit]> = Vec::with_capacity(pieces.len());
     let mut trailing_slash = false;
     let last_index = pieces.len().saturating_sub(1);
@@ -177,10 +174,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
     }
     // The matching form ends in '/' where the forward form does, or where a final params-only
     // segment was dropped (`/dashboard/;x` matches as `/dashboard/`).
-    let matching_trailing = trailing_slash
-        || segments
-            .last()
-            .is_some_and(|s| strip_params(&units_text(s)).is_empty());
+    let matching_trailing = trailing_slash || segments.last().is_some_and(|s| strip_params(&units_text(s)).is_empty());
     let matching = join(matching_segments.into_iter(), matching_trailing);
 
     Ok(CanonicalPath { forward, matching })
@@ -207,10 +201,7 @@ fn decode_units(raw: &str) -> Result<Vec<Unit>, PathRejection> {
                 b'%' => return Err(PathRejection::DoubleEncoding),
                 b'#' => return Err(PathRejection::Fragment),
                 v if v < 0x20 || v == 0x7f => return Err(PathRejection::ControlChar),
-                v => units.push(Unit {
-                    byte: v,
-                    encoded: true,
-                }),
+                v => units.push(Unit { byte: v, encoded: true }),
             }
             i += 3;
         } else {
@@ -344,9 +335,7 @@ impl ProtectedRoutes {
     /// Plain string prefix test on the matching form (already lowercased), so `/dashboard`
     /// protects `/dashboard/x`, `/dashboard.` and `/dashboardx` alike.
     pub fn is_protected(&self, path: &CanonicalPath) -> bool {
-        self.prefixes
-            .iter()
-            .any(|p| path.matching.starts_with(p.as_str()))
+        self.prefixes.iter().any(|p| path.matching.starts_with(p.as_str()))
     }
 }
 
@@ -355,11 +344,7 @@ mod tests {
     use super::*;
 
     fn routes() -> ProtectedRoutes {
-        ProtectedRoutes::new(&[
-            "/dashboard".to_owned(),
-            "/profile".to_owned(),
-            "/api/user".to_owned(),
-        ])
+        ProtectedRoutes::new(&["/dashboard".to_owned(), "/profile".to_owned(), "/api/user".to_owned()])
     }
 
     enum Want {
@@ -373,19 +358,10 @@ mod tests {
     const SECTION_D: &[(&str, Want)] = &[
         ("/dashboard/../dashboard", Protected("/dashboard")),
         ("/public/../dashboard", Protected("/dashboard")),
-        (
-            "/public/..%2fdashboard",
-            Rejected(PathRejection::EncodedSlash),
-        ),
+        ("/public/..%2fdashboard", Rejected(PathRejection::EncodedSlash)),
         ("/public/%2e%2e/dashboard", Protected("/dashboard")),
-        (
-            "/public/%2e%2e%2fdashboard",
-            Rejected(PathRejection::EncodedSlash),
-        ),
-        (
-            "/public/%252e%252e/dashboard",
-            Rejected(PathRejection::DoubleEncoding),
-        ),
+        ("/public/%2e%2e%2fdashboard", Rejected(PathRejection::EncodedSlash)),
+        ("/public/%252e%252e/dashboard", Rejected(PathRejection::DoubleEncoding)),
         ("/public/..%5cdashboard", Rejected(PathRejection::Backslash)),
         ("/public\\..\\dashboard", Rejected(PathRejection::Backslash)),
         ("/%64ashboard", Protected("/dashboard")),
@@ -414,10 +390,7 @@ mod tests {
         ("/public/.%2e/dashboard", Protected("/dashboard")),
         ("/public/%2E./dashboard", Protected("/dashboard")),
         ("/public/%2e%2e%3bx/dashboard", Protected("/dashboard")),
-        (
-            "/public/%EF%BC%8E%EF%BC%8E/dashboard",
-            Protected("/dashboard"),
-        ),
+        ("/public/%EF%BC%8E%EF%BC%8E/dashboard", Protected("/dashboard")),
         ("/public/./../dashboard", Protected("/dashboard")),
         ("/../../dashboard", Protected("/dashboard")),
         ("/;x/dashboard", Protected("/;x/dashboard")),
@@ -428,18 +401,12 @@ mod tests {
         ("/dashboard%0d%0a", Rejected(PathRejection::ControlChar)),
         ("/dashboard\r\n", Rejected(PathRejection::ControlChar)),
         ("/dashboard%c2%85", Rejected(PathRejection::ControlChar)),
-        (
-            "/dashboard%e2%88%95x",
-            Rejected(PathRejection::EncodedSlash),
-        ),
+        ("/dashboard%e2%88%95x", Rejected(PathRejection::EncodedSlash)),
         ("/dashboard%ef%bc%bcx", Rejected(PathRejection::Backslash)),
         ("/dashboard%zz", Rejected(PathRejection::NotOriginForm)),
         ("/dashboard%2", Rejected(PathRejection::NotOriginForm)),
         ("/dashboard?x=1", Rejected(PathRejection::NotOriginForm)),
-        (
-            "http://evil/dashboard",
-            Rejected(PathRejection::NotOriginForm),
-        ),
+        ("http://evil/dashboard", Rejected(PathRejection::NotOriginForm)),
         ("dashboard", Rejected(PathRejection::NotOriginForm)),
         ("", Rejected(PathRejection::NotOriginForm)),
         ("*", Rejected(PathRejection::NotOriginForm)),
@@ -506,10 +473,7 @@ mod tests {
     #[test]
     fn query_and_fragment_never_feed_matching() {
         let c = canonicalize("/api/private/secret");
-        assert_eq!(
-            c.as_ref().map(|c| c.matching.as_str()),
-            Ok("/api/private/secret")
-        );
+        assert_eq!(c.as_ref().map(|c| c.matching.as_str()), Ok("/api/private/secret"));
         assert_eq!(
             canonicalize("/api/private/secret?x=/status"),
             Err(PathRejection::NotOriginForm)

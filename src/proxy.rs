@@ -25,6 +25,9 @@ use crate::web::{self, Reply};
 pub struct AuthProxy {
     pub app: Arc<App>,
     peer: HttpPeer,
+    /// For our HTML pages. `form-action` must allow TikTok's origin: the sign-in form posts
+    /// here and is redirected there, and browsers apply the directive to that redirect.
+    csp: String,
 }
 
 /// Per-request facts.
@@ -41,7 +44,12 @@ impl AuthProxy {
         let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
         peer.options.connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
-        AuthProxy { app, peer }
+        let csp = format!(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; \
+             form-action 'self' {}; frame-ancestors 'none'; base-uri 'none'",
+            app.config.tiktok.authorize_url.origin().ascii_serialization()
+        );
+        AuthProxy { app, peer, csp }
     }
 }
 
@@ -51,8 +59,7 @@ pub fn request_id(incoming: Option<&str>) -> String {
         Some(v)
             if !v.is_empty()
                 && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
         {
             v.to_string()
         }
@@ -62,13 +69,14 @@ pub fn request_id(incoming: Option<&str>) -> String {
     }
 }
 
-/// Removes every header an upstream could read as identity, whatever its case or `_`/`-`.
+/// Removes every header an upstream could read as identity or as forwarding information,
+/// whatever its case or `_`/`-` spelling.
 fn strip_spoofable(req: &mut RequestHeader) {
     let names: Vec<String> = req
         .headers
         .keys()
         .map(|k| k.as_str().to_string())
-        .filter(|k| headers::is_spoofable(k))
+        .filter(|k| headers::must_strip(k))
         .collect();
     for n in names {
         // remove_header drops every value of the name, and pingora's case map with it.
@@ -85,8 +93,7 @@ pub fn unauthenticated(app: &App, navigation: bool, path_and_query: &str) -> Rep
             .finish();
         Reply::redirect(&app.url(&format!("{}/signin?{target}", authflow::BASE)))
     } else {
-        Reply::json(401, &json!({ "error": "unauthorized" }))
-            .header("WWW-Authenticate", "Cookie".into())
+        Reply::json(401, &json!({ "error": "unauthorized" })).header("WWW-Authenticate", "Cookie".into())
     }
 }
 
@@ -94,46 +101,12 @@ fn bad_path_reply(navigation: bool, request_id: &str, lang: pages::Lang) -> Repl
     if navigation {
         Reply::html(400, pages::error(lang, "BadRequest", request_id, "/", "/"))
     } else {
-        Reply::json(
-            400,
-            &json!({ "error": "bad_request", "requestId": request_id }),
-        )
+        Reply::json(400, &json!({ "error": "bad_request", "requestId": request_id }))
     }
 }
 
 fn is_navigation(req: &RequestHeader) -> bool {
-    (req.method == http::Method::GET || req.method == http::Method::HEAD)
-        && req
-            .headers
-            .get("accept")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
-}
-
-async fn write_reply(session: &mut Session, reply: Reply, request_id: &str) -> Result<u16> {
-    let mut h = ResponseHeader::build(reply.status, Some(reply.headers.len() + 3))?;
-    for (k, v) in &reply.headers {
-        h.append_header(*k, v.as_str())?;
-    }
-    h.insert_header("Content-Length", reply.body.len().to_string())?;
-    h.insert_header("X-Request-Id", request_id)?;
-    h.insert_header("X-Content-Type-Options", "nosniff")?;
-    h.insert_header("Referrer-Policy", "no-referrer")?;
-    if reply
-        .header_value("Content-Type")
-        .is_some_and(|c| c.starts_with("text/html"))
-    {
-        h.insert_header("X-Frame-Options", "DENY")?;
-        h.insert_header(
-            "Content-Security-Policy",
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; form-action 'self' https:; frame-ancestors 'none'; base-uri 'none'",
-        )?;
-    }
-    let head = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(h), false).await?;
-    let body = if head { Bytes::new() } else { reply.body };
-    session.write_response_body(Some(body), true).await?;
-    Ok(reply.status)
+    web::is_navigation(&req.method, &req.headers)
 }
 
 async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
@@ -163,23 +136,14 @@ impl ProxyHttp for AuthProxy {
     /// Ok(true) means the response was written here and the upstream is never contacted.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let app = &self.app;
-        ctx.request_id = request_id(
-            session
-                .get_header("x-request-id")
-                .and_then(|v| v.to_str().ok()),
-        );
+        ctx.request_id = request_id(session.get_header("x-request-id").and_then(|v| v.to_str().ok()));
 
         // Spoofed identity headers go before anything looks at the request.
         strip_spoofable(session.req_header_mut());
 
         let req = session.req_header();
         let navigation = is_navigation(req);
-        let lang = pages::negotiate(
-            None,
-            req.headers
-                .get("accept-language")
-                .and_then(|v| v.to_str().ok()),
-        );
+        let lang = pages::negotiate(None, req.headers.get("accept-language").and_then(|v| v.to_str().ok()));
         let query = req.uri.query().map(String::from);
         let canonical = if req.raw_path_is_utf8() {
             paths::canonicalize(req.uri.path())
@@ -190,12 +154,13 @@ impl ProxyHttp for AuthProxy {
             Ok(c) => c,
             Err(e) => {
                 log::info!("rejected path: {e} request_id={}", ctx.request_id);
-                ctx.status = write_reply(
-                    session,
-                    bad_path_reply(navigation, &ctx.request_id, lang),
-                    &ctx.request_id,
-                )
-                .await?;
+                ctx.status = self
+                    .write_reply(
+                        session,
+                        bad_path_reply(navigation, &ctx.request_id, lang),
+                        &ctx.request_id,
+                    )
+                    .await?;
                 return Ok(true);
             }
         };
@@ -203,7 +168,7 @@ impl ProxyHttp for AuthProxy {
         if authflow::is_auth_path(&canonical.matching) {
             let Some(body) = read_body(session).await? else {
                 let reply = Reply::json(413, &json!({ "error": "payload_too_large" }));
-                ctx.status = write_reply(session, reply, &ctx.request_id).await?;
+                ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
                 return Ok(true);
             };
             let h = session.req_header();
@@ -216,7 +181,7 @@ impl ProxyHttp for AuthProxy {
                 request_id: ctx.request_id.clone(),
             };
             let reply = authflow::handle(app, &wreq).await;
-            ctx.status = write_reply(session, reply, &ctx.request_id).await?;
+            ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
             return Ok(true);
         }
 
@@ -227,7 +192,7 @@ impl ProxyHttp for AuthProxy {
         };
         if ctx.identity.is_none() && app.protected.is_protected(&canonical) {
             let reply = unauthenticated(app, navigation, &path_and_query);
-            ctx.status = write_reply(session, reply, &ctx.request_id).await?;
+            ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
             return Ok(true);
         }
 
@@ -235,12 +200,13 @@ impl ProxyHttp for AuthProxy {
         match path_and_query.parse::<http::Uri>() {
             Ok(uri) => session.req_header_mut().set_uri(uri),
             Err(_) => {
-                ctx.status = write_reply(
-                    session,
-                    bad_path_reply(navigation, &ctx.request_id, lang),
-                    &ctx.request_id,
-                )
-                .await?;
+                ctx.status = self
+                    .write_reply(
+                        session,
+                        bad_path_reply(navigation, &ctx.request_id, lang),
+                        &ctx.request_id,
+                    )
+                    .await?;
                 return Ok(true);
             }
         }
@@ -314,12 +280,7 @@ impl ProxyHttp for AuthProxy {
         Ok(())
     }
 
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         ctx.status = resp.status.as_u16();
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         Ok(())
@@ -343,9 +304,7 @@ impl ProxyHttp for AuthProxy {
             let navigation = is_navigation(session.req_header());
             let lang = pages::negotiate(
                 None,
-                session
-                    .get_header("accept-language")
-                    .and_then(|v| v.to_str().ok()),
+                session.get_header("accept-language").and_then(|v| v.to_str().ok()),
             );
             let name = if code == 504 {
                 "UpstreamTimeout"
@@ -358,7 +317,7 @@ impl ProxyHttp for AuthProxy {
                 Reply::json(code, &json!({ "error": name, "requestId": ctx.request_id }))
             };
             let rid = ctx.request_id.clone();
-            if let Ok(status) = write_reply(session, reply, &rid).await {
+            if let Ok(status) = self.write_reply(session, reply, &rid).await {
                 ctx.status = status;
             }
         }
@@ -375,10 +334,7 @@ impl ProxyHttp for AuthProxy {
         let status = if ctx.status > 0 {
             ctx.status
         } else {
-            session
-                .response_written()
-                .map(|r| r.status.as_u16())
-                .unwrap_or(0)
+            session.response_written().map(|r| r.status.as_u16()).unwrap_or(0)
         };
         log::info!(
             target: "nini_auth::access",
@@ -395,6 +351,29 @@ impl ProxyHttp for AuthProxy {
 }
 
 impl AuthProxy {
+    async fn write_reply(&self, session: &mut Session, reply: Reply, request_id: &str) -> Result<u16> {
+        let mut h = ResponseHeader::build(reply.status, Some(reply.headers.len() + 3))?;
+        for (k, v) in &reply.headers {
+            h.append_header(*k, v.as_str())?;
+        }
+        h.insert_header("Content-Length", reply.body.len().to_string())?;
+        h.insert_header("X-Request-Id", request_id)?;
+        h.insert_header("X-Content-Type-Options", "nosniff")?;
+        h.insert_header("Referrer-Policy", "no-referrer")?;
+        if reply
+            .header_value("Content-Type")
+            .is_some_and(|c| c.starts_with("text/html"))
+        {
+            h.insert_header("X-Frame-Options", "DENY")?;
+            h.insert_header("Content-Security-Policy", self.csp.as_str())?;
+        }
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(h), false).await?;
+        let body = if head { Bytes::new() } else { reply.body };
+        session.write_response_body(Some(body), true).await?;
+        Ok(reply.status)
+    }
+
     async fn session_identity(&self, session: &Session) -> Option<Arc<Identity>> {
         let name = &self.app.cookies.session;
         let values: Vec<String> = session

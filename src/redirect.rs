@@ -136,10 +136,7 @@ pub fn or_home(raw: Option<&str>, origin: &Url) -> String {
         Err(reason) => {
             if raw.chars().count() > LOG_MAX {
                 let head: String = raw.chars().take(LOG_MAX).collect();
-                log::debug!(
-                    "redirect target rejected ({reason}): {head:?}... ({} bytes)",
-                    raw.len()
-                );
+                log::debug!("redirect target rejected ({reason}): {head:?}... ({} bytes)", raw.len());
             } else {
                 log::debug!("redirect target rejected ({reason}): {raw:?}");
             }
@@ -196,9 +193,7 @@ fn check_raw_chars(s: &str) -> Result<(), Rejection> {
 /// Character rules for a percent-decoded form. Space is tolerated here (see the module doc);
 /// everything a URL parser would delete or reinterpret is not.
 fn check_decoded_chars(s: &str) -> Result<(), Rejection> {
-    if s.chars()
-        .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\')
-    {
+    if s.chars().any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\') {
         return Err(Rejection::EncodedTrick);
     }
     Ok(())
@@ -364,10 +359,7 @@ fn finish(url: Url, origin: &Url) -> Result<String, Rejection> {
         return Err(Rejection::Unparsable);
     }
     let out: String = url.into();
-    if out
-        .chars()
-        .any(|c| !c.is_ascii() || c.is_ascii_control() || c == ' ')
-    {
+    if out.chars().any(|c| !c.is_ascii() || c.is_ascii_control() || c == ' ') {
         return Err(Rejection::ControlOrWhitespace);
     }
     Ok(out)
@@ -543,19 +535,13 @@ mod tests {
             ("https:evil.com", Rejection::NoLeadingSlash),
             ("javascript:alert(1)", Rejection::BadScheme),
             ("https://evil-example.com/", Rejection::ForeignOrigin),
-            (
-                "https://app.example.com.evil.com/",
-                Rejection::ForeignOrigin,
-            ),
+            ("https://app.example.com.evil.com/", Rejection::ForeignOrigin),
             ("https://x@app.example.com/", Rejection::UserInfo),
             ("https://evil.com:443@app.example.com", Rejection::UserInfo),
             ("http://[::1/", Rejection::Unparsable),
             ("/%2f%2fevil.com", Rejection::EncodedTrick),
             ("/%252f%252fevil.com", Rejection::EncodedTrick),
-            (
-                "/%0d%0aLocation:%20https://evil.com",
-                Rejection::SchemeRelative,
-            ),
+            ("/%0d%0aLocation:%20https://evil.com", Rejection::SchemeRelative),
             ("/%0d%0aLocation:%20evil.com", Rejection::EncodedTrick),
             ("/caf%C3%A9", Rejection::EncodedTrick),
             ("/next?url=https://evil.com", Rejection::SchemeRelative),
@@ -588,10 +574,7 @@ mod tests {
             ("/a/b#frag", "https://app.example.com/a/b"),
             ("/a/./b/../c", "https://app.example.com/a/c"),
             ("/../../a", "https://app.example.com/a"),
-            (
-                "/search?q=red%20shoes",
-                "https://app.example.com/search?q=red%20shoes",
-            ),
+            ("/search?q=red%20shoes", "https://app.example.com/search?q=red%20shoes"),
             ("/u/@alice", "https://app.example.com/u/@alice"),
             ("/t?at=12:30", "https://app.example.com/t?at=12:30"),
             (
@@ -681,10 +664,7 @@ mod tests {
 
     #[test]
     fn openredirects_corpus_rejected() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/data/openredirects.txt"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/openredirects.txt");
         let Ok(text) = std::fs::read_to_string(path) else {
             println!("skipping: ../shared/data/openredirects.txt not found");
             return;

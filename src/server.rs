@@ -25,7 +25,8 @@ pub fn build(config: Config) -> Result<(Server, Arc<App>), StartError> {
         // pingora's default is a 300 s pause before shutting down; ours stops accepting at
         // once and gives in-flight requests `shutdown_timeout` to finish.
         grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
+        // pingora counts whole seconds: round up so "1500ms" means 2 s, never less.
+        graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_millis().div_ceil(1000).max(1) as u64),
         ..ServerConf::default()
     };
     // Two instances on one host must not share pingora's default /tmp paths.
@@ -85,10 +86,7 @@ struct Signals;
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
             (Ok(mut int), Ok(mut term)) => {
                 tokio::select! {
                     _ = int.recv() => log::info!("SIGINT received, shutting down"),

@@ -17,6 +17,8 @@ pub enum StoreError {
     Crypto(#[from] CryptoError),
     #[error("database worker failed")]
     Join,
+    #[error("too many sign-ins in progress")]
+    TooManyPending,
     #[error("database file {path}: {reason}")]
     Open { path: String, reason: String },
 }
@@ -138,10 +140,7 @@ impl Store {
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.is_dir() {
-                return Err(open_err(format!(
-                    "directory {} does not exist",
-                    parent.display()
-                )));
+                return Err(open_err(format!("directory {} does not exist", parent.display())));
             }
         }
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
@@ -186,10 +185,7 @@ impl Store {
             .map_err(|_| StoreError::Join)?
     }
 
-    fn with_conn<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         // A poisoned lock means a panic mid-call; the connection itself is still consistent
         // because every multi-row change is a transaction that rolled back.
         let mut guard = match self.conn.lock() {
@@ -211,12 +207,12 @@ impl Store {
 
     // === login states ===
 
-    pub fn insert_login_state(
-        &self,
-        state_hash: &str,
-        st: &LoginState,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    /// Stores a pending sign-in. Starting a sign-in needs no session, so the table is bounded:
+    /// one browser keeps at most `PER_BROWSER` pending states (the oldest go), and past
+    /// `MAX_PENDING` unexpired states in all, new sign-ins are refused until they expire.
+    pub fn insert_login_state(&self, state_hash: &str, st: &LoginState, now: i64) -> Result<(), StoreError> {
+        const PER_BROWSER: i64 = 10;
+        const MAX_PENDING: i64 = 100_000;
         let verifier = match &st.pkce_verifier {
             Some(v) => Some(self.keys.seal(
                 v.as_bytes(),
@@ -225,11 +221,27 @@ impl Store {
             None => None,
         };
         self.with_conn(|c| {
-            c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let pending: i64 = tx.query_row(
+                "SELECT count(*) FROM login_states WHERE expires > ?1",
+                params![now],
+                |r| r.get(0),
+            )?;
+            if pending >= MAX_PENDING {
+                return Err(StoreError::TooManyPending);
+            }
+            tx.execute(
+                "DELETE FROM login_states WHERE state_hash IN (
+                    SELECT state_hash FROM login_states WHERE browser_hash = ?1
+                    ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?2)",
+                params![st.browser_hash, PER_BROWSER - 1],
+            )?;
+            tx.execute(
                 "INSERT INTO login_states (state_hash, browser_hash, pkce_verifier, callback_url, created_at, expires)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![state_hash, st.browser_hash, verifier, st.callback_url, now, st.expires],
             )?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -257,10 +269,9 @@ impl Store {
         };
         let pkce_verifier = match sealed {
             Some(s) => {
-                let plain = self.keys.open(
-                    &s,
-                    &format!("nini-auth:login_states.pkce_verifier:{state_hash}"),
-                )?;
+                let plain = self
+                    .keys
+                    .open(&s, &format!("nini-auth:login_states.pkce_verifier:{state_hash}"))?;
                 Some(String::from_utf8(plain).map_err(|_| CryptoError::Malformed)?)
             }
             None => None,
@@ -289,7 +300,11 @@ impl Store {
         self.with_conn(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing: Option<String> = tx
-                .query_row("SELECT id FROM users WHERE tiktok_id = ?1", params![profile.open_id], |r| r.get(0))
+                .query_row(
+                    "SELECT id FROM users WHERE tiktok_id = ?1",
+                    params![profile.open_id],
+                    |r| r.get(0),
+                )
                 .optional()?;
             let user_id = match existing {
                 Some(id) => id,
@@ -302,8 +317,12 @@ impl Store {
                     id
                 }
             };
-            let access = self.keys.seal(tokens.access_token.as_bytes(), &aad("access_token", &user_id))?;
-            let refresh = self.keys.seal(tokens.refresh_token.as_bytes(), &aad("refresh_token", &user_id))?;
+            let access = self
+                .keys
+                .seal(tokens.access_token.as_bytes(), &aad("access_token", &user_id))?;
+            let refresh = self
+                .keys
+                .seal(tokens.refresh_token.as_bytes(), &aad("refresh_token", &user_id))?;
             tx.execute(
                 "UPDATE users SET
                     display_name = COALESCE(?2, display_name),
@@ -343,11 +362,7 @@ impl Store {
     }
 
     /// The identity behind a live session, or None (unknown or expired).
-    pub fn session_identity(
-        &self,
-        session_hash: &str,
-        now: i64,
-    ) -> Result<Option<Identity>, StoreError> {
+    pub fn session_identity(&self, session_hash: &str, now: i64) -> Result<Option<Identity>, StoreError> {
         self.with_conn(|c| identity_for(c, session_hash, now))
     }
 
@@ -365,13 +380,7 @@ impl Store {
 
     /// The user's decrypted TikTok tokens, if any are stored.
     pub fn tokens(&self, user_id: &str) -> Result<Option<Tokens>, StoreError> {
-        type Row = (
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-        );
+        type Row = (Option<String>, Option<String>, Option<i64>, Option<i64>, Option<String>);
         let row: Option<Row> = self.with_conn(|c| {
             Ok(c.query_row(
                 "SELECT access_token, refresh_token, token_expires_at, refresh_expires_at, token_scope
@@ -419,11 +428,7 @@ impl Store {
     }
 }
 
-fn identity_for(
-    c: &Connection,
-    session_hash: &str,
-    now: i64,
-) -> Result<Option<Identity>, StoreError> {
+fn identity_for(c: &Connection, session_hash: &str, now: i64) -> Result<Option<Identity>, StoreError> {
     Ok(c.query_row(
         "SELECT u.id, u.tiktok_id, u.display_name, u.username, u.avatar, u.verified,
                 u.videos, u.streak, u.nini_score, s.expires
@@ -516,10 +521,7 @@ mod tests {
             s.session_identity("h2", 30).expect("q").map(|i| i.open_id),
             Some("open-1".into())
         );
-        assert!(
-            s.session_identity("h2", 500).expect("q").is_none(),
-            "expired"
-        );
+        assert!(s.session_identity("h2", 500).expect("q").is_none(), "expired");
         assert_eq!(s.tokens(&a.user_id).expect("tokens"), Some(tokens(2)));
     }
 
@@ -573,6 +575,29 @@ mod tests {
             other.tokens(&id),
             Err(StoreError::Crypto(CryptoError::UnknownKey(_)))
         ));
+    }
+
+    #[test]
+    fn pending_states_per_browser_are_bounded() {
+        let (_d, s) = store();
+        let st = |b: &str| LoginState {
+            browser_hash: b.into(),
+            pkce_verifier: None,
+            callback_url: "/".into(),
+            expires: 1000,
+        };
+        for i in 0..15 {
+            s.insert_login_state(&format!("s{i}"), &st("b1"), i).expect("insert");
+        }
+        s.insert_login_state("other", &st("b2"), 20).expect("insert");
+        assert!(s.take_login_state("s0").expect("take").is_none(), "oldest evicted");
+        assert!(s.take_login_state("s4").expect("take").is_none());
+        assert!(s.take_login_state("s5").expect("take").is_some(), "newest ten kept");
+        assert!(s.take_login_state("s14").expect("take").is_some());
+        assert!(
+            s.take_login_state("other").expect("take").is_some(),
+            "other browsers untouched"
+        );
     }
 
     #[test]

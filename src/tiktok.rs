@@ -76,9 +76,7 @@ impl TikTokError {
             TikTokError::Api { code, status, .. } => {
                 code == "rate_limit_exceeded" || code == "internal_error" || *status >= 500
             }
-            TikTokError::OAuth { error, .. } => {
-                error == "server_error" || error == "temporarily_unavailable"
-            }
+            TikTokError::OAuth { error, .. } => error == "server_error" || error == "temporarily_unavailable",
         }
     }
 }
@@ -157,10 +155,7 @@ struct UserData {
 }
 
 pub fn split_scopes(s: &str) -> Vec<&str> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .collect()
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()
 }
 
 /// The user-info fields that the granted scopes allow.
@@ -234,11 +229,7 @@ impl TikTokClient {
 
     /// Exchanges an authorization code. `code` is the value parsed once from the callback
     /// query; reqwest form-encodes it exactly once here.
-    pub async fn exchange_code(
-        &self,
-        code: &str,
-        code_verifier: Option<&str>,
-    ) -> Result<TokenResponse, TikTokError> {
+    pub async fn exchange_code(&self, code: &str, code_verifier: Option<&str>) -> Result<TokenResponse, TikTokError> {
         let mut form = vec![
             ("client_key", self.cfg.client_key.as_str()),
             ("client_secret", self.cfg.client_secret.expose()),
@@ -317,25 +308,15 @@ impl TikTokClient {
     }
 
     /// Reads the user's profile, asking only for `fields`.
-    pub async fn user_info(
-        &self,
-        access_token: &str,
-        fields: &[&str],
-    ) -> Result<UserInfo, TikTokError> {
+    pub async fn user_info(&self, access_token: &str, fields: &[&str]) -> Result<UserInfo, TikTokError> {
         let mut url = self.api("/v2/user/info/");
-        url.query_pairs_mut()
-            .append_pair("fields", &fields.join(","));
-        let resp = self
-            .send(self.http.get(url).bearer_auth(access_token))
-            .await?;
+        url.query_pairs_mut().append_pair("fields", &fields.join(","));
+        let resp = self.send(self.http.get(url).bearer_auth(access_token)).await?;
         let data: UserData = self.envelope(resp).await?;
         Ok(data.user)
     }
 
-    async fn envelope<T: serde::de::DeserializeOwned>(
-        &self,
-        resp: reqwest::Response,
-    ) -> Result<T, TikTokError> {
+    async fn envelope<T: serde::de::DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, TikTokError> {
         let status = resp.status().as_u16();
         let body = self.body(resp).await?;
         let env: Envelope<T> = match serde_json::from_slice(&body) {

@@ -26,9 +26,7 @@ impl Request {
 
     pub fn query_pairs(&self) -> Vec<(String, String)> {
         match &self.query {
-            Some(q) => url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect(),
+            Some(q) => url::form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
             None => Vec::new(),
         }
     }
@@ -46,10 +44,7 @@ impl Request {
     /// Form fields of an `application/x-www-form-urlencoded` body, or of a JSON object body
     /// (next-auth's `update()` posts JSON).
     pub fn form_pairs(&self) -> Vec<(String, String)> {
-        let ctype = self
-            .header("content-type")
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let ctype = self.header("content-type").unwrap_or("").to_ascii_lowercase();
         if ctype.starts_with("application/json") {
             match serde_json::from_slice::<serde_json::Value>(&self.body) {
                 Ok(serde_json::Value::Object(map)) => map
@@ -63,9 +58,7 @@ impl Request {
                 _ => Vec::new(),
             }
         } else {
-            url::form_urlencoded::parse(&self.body)
-                .into_owned()
-                .collect()
+            url::form_urlencoded::parse(&self.body).into_owned().collect()
         }
     }
 
@@ -89,21 +82,38 @@ impl Request {
         self.cookies(name).into_iter().next()
     }
 
-    /// A browser navigation: GET/HEAD that accepts HTML. Everything else is an API client.
+    /// See [`is_navigation`].
     pub fn is_navigation(&self) -> bool {
-        (self.method == http::Method::GET || self.method == http::Method::HEAD)
-            && self
-                .header("accept")
-                .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
+        is_navigation(&self.method, &self.headers)
+    }
+
+    /// See [`accepts_html`].
+    pub fn accepts_html(&self) -> bool {
+        accepts_html(&self.headers)
     }
 
     /// next-auth v5 sends `X-Auth-Return-Redirect: 1`, v4 sends `json=true` in the form:
     /// both want `200 {"url": ...}` instead of a 302.
     pub fn wants_json_redirect(&self) -> bool {
-        self.header("x-auth-return-redirect")
-            .is_some_and(|v| !v.is_empty())
+        self.header("x-auth-return-redirect").is_some_and(|v| !v.is_empty())
             || self.form_one("json").as_deref() == Some("true")
     }
+}
+
+/// The client reads HTML: browsers send `text/html` in `Accept` for every navigation and
+/// form submission; `fetch`, curl and API clients do not.
+pub fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|a| a.to_ascii_lowercase().contains("text/html"))
+}
+
+/// A browser navigation: GET or HEAD that accepts HTML. Only these are redirected to the
+/// sign-in page; every other unauthenticated request to a protected path gets 401 JSON.
+pub fn is_navigation(method: &http::Method, headers: &HeaderMap) -> bool {
+    (method == http::Method::GET || method == http::Method::HEAD) && accepts_html(headers)
 }
 
 fn single(pairs: Vec<(String, String)>, name: &str) -> Option<String> {

@@ -66,10 +66,7 @@ protected = ["dashboard"]
         "secrets.encryption_keys",
         "routes.protected",
     ] {
-        assert!(
-            err.contains(&format!("- {key}:")),
-            "missing {key} in:\n{err}"
-        );
+        assert!(err.contains(&format!("- {key}:")), "missing {key} in:\n{err}");
     }
     assert!(
         err.contains("TIKTOK_CLIENT_SECRET") && err.contains("NINI_AUTH_SECRET"),
@@ -84,10 +81,7 @@ protected = ["dashboard"]
     );
     let (code, _, err) = run(&["check", "--config", typo.to_str().expect("path")], &[]);
     assert_eq!(code, 64);
-    assert!(
-        err.contains("server.listn") && err.contains("unknown field"),
-        "{err}"
-    );
+    assert!(err.contains("server.listn") && err.contains("unknown field"), "{err}");
     let section = write(dir.path(), "section.toml", "[sever]\nlisten = \"x\"\n");
     let (code, _, err) = run(&["check", "--config", section.to_str().expect("path")], &[]);
     assert_eq!(code, 64);
@@ -115,7 +109,7 @@ fn check_redacts_secrets_and_prints_redirect_uri() {
         &["check", "--config", cfg.to_str().expect("path")],
         &[
             ("NINI_AUTH_SECRET", &key),
-            ("DATABASE_URL", "sqlite:///var/lib/nini/auth.db"),
+            ("DATABASE_URL", &format!("sqlite://{}/auth.db", dir.path().display())),
         ],
     );
     assert_eq!(code, 0, "{err}");
@@ -129,16 +123,13 @@ fn check_redacts_secrets_and_prints_redirect_uri() {
         "secrets leaked:\n{out}"
     );
     assert!(
-        out.contains("/var/lib/nini/auth.db"),
+        out.contains(&format!("{}/auth.db", dir.path().display())),
         "DATABASE_URL overrides: {out}"
     );
     // Env overrides the file's client key.
     let (code, out, _) = run(
         &["check", "--config", cfg.to_str().expect("path")],
-        &[
-            ("NINI_AUTH_SECRET", &key),
-            ("TIKTOK_CLIENT_KEY", "from-env"),
-        ],
+        &[("NINI_AUTH_SECRET", &key), ("TIKTOK_CLIENT_KEY", "from-env")],
     );
     assert_eq!(code, 0);
     assert!(out.contains("from-env") && !out.contains("ck-123"));
@@ -190,31 +181,20 @@ fn start_binary(dir: &std::path::Path) -> (std::process::Child, std::net::Socket
         .spawn()
         .expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(200))
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "binary did not start listening"
-        );
+    while std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(200)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "binary did not start listening");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     (child, listen)
 }
 
-fn wait_exit(
-    child: &mut std::process::Child,
-    within: std::time::Duration,
-) -> std::process::ExitStatus {
+fn wait_exit(child: &mut std::process::Child, within: std::time::Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + within;
     loop {
         if let Some(st) = child.try_wait().expect("wait") {
             return st;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "did not exit within {within:?}"
-        );
+        assert!(std::time::Instant::now() < deadline, "did not exit within {within:?}");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -246,10 +226,7 @@ fn sigterm_and_sigint_stop_promptly_and_logs_say_where() {
             .read_to_string(&mut err)
             .expect("read");
         assert!(err.contains(&format!("listening on {listen}")), "{err}");
-        assert!(
-            err.contains("forwarding to http://127.0.0.1:3000/"),
-            "{err}"
-        );
+        assert!(err.contains("forwarding to http://127.0.0.1:3000/"), "{err}");
         assert!(dir.path().join("run.db").exists());
     }
 }

@@ -42,22 +42,14 @@ fn build(b: &Browser, url: &str) -> reqwest::RequestBuilder {
         req = req.header(*k, *v);
     }
     // Duplicates of the same name. (Cookies are added by `Browser::send`.)
-    req.header("X-Nini-User-Id", "dup1")
-        .header("X-Nini-User-Id", "dup2")
+    req.header("X-Nini-User-Id", "dup1").header("X-Nini-User-Id", "dup2")
 }
 
 fn assert_clean(e: &serde_json::Value, signed_in_user: Option<&str>) {
     let names = upstream_header_names(e);
     for (k, _) in SPOOFS {
         let folded = k.to_ascii_lowercase();
-        if [
-            "x-forwarded-for",
-            "x-forwarded-host",
-            "x-forwarded-proto",
-            "connection",
-        ]
-        .contains(&folded.as_str())
-        {
+        if ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "connection"].contains(&folded.as_str()) {
             continue;
         }
         let allowed_ours = signed_in_user.is_some()
@@ -82,30 +74,17 @@ fn assert_clean(e: &serde_json::Value, signed_in_user: Option<&str>) {
     {
         let v = v.as_str().unwrap_or("");
         for bad in [
-            "admin", "victim", "Mallory", "forged", "evil", "6.6.6.6", "dup1", "dup2", "a@b",
-            "root",
+            "admin", "victim", "Mallory", "forged", "evil", "6.6.6.6", "dup1", "dup2", "a@b", "root",
         ] {
-            assert!(
-                !v.contains(bad),
-                "spoofed value {v:?} reached upstream: {e}"
-            );
+            assert!(!v.contains(bad), "spoofed value {v:?} reached upstream: {e}");
         }
     }
-    assert_eq!(
-        upstream_header(e, "x-forwarded-for"),
-        vec!["127.0.0.1".to_string()]
-    );
+    assert_eq!(upstream_header(e, "x-forwarded-for"), vec!["127.0.0.1".to_string()]);
     match signed_in_user {
         Some(uid) => {
             assert_eq!(upstream_header(e, "x-nini-user-id"), vec![uid.to_string()]);
-            assert_eq!(
-                upstream_header(e, "x-forwarded-user"),
-                vec![uid.to_string()]
-            );
-            assert_eq!(
-                upstream_header(e, "x-auth-request-user"),
-                vec![uid.to_string()]
-            );
+            assert_eq!(upstream_header(e, "x-forwarded-user"), vec![uid.to_string()]);
+            assert_eq!(upstream_header(e, "x-auth-request-user"), vec![uid.to_string()]);
         }
         None => {
             assert!(upstream_header(e, "x-nini-user-id").is_empty());
@@ -163,10 +142,7 @@ async fn spoofed_headers_never_reach_upstream() {
     let r = api.send(build(&api, &env.url("/dashboard"))).await;
     assert_eq!(r.status, 200);
     let e = r.json();
-    let uid = upstream_header(&e, "x-nini-user-id")
-        .first()
-        .cloned()
-        .expect("uid");
+    let uid = upstream_header(&e, "x-nini-user-id").first().cloned().expect("uid");
     assert_clean(&e, Some(&uid));
     assert_eq!(
         upstream_header(&e, "cookie"),

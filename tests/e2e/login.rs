@@ -39,12 +39,9 @@ async fn full_login_reaches_upstream_with_identity_headers() {
     assert_eq!(authorize.path(), "/v2/auth/authorize/");
     assert_eq!(
         authorize.origin(),
-        url::Url::parse(&env.mock.base_url())
-            .expect("mock")
-            .origin()
+        url::Url::parse(&env.mock.base_url()).expect("mock").origin()
     );
-    let q: std::collections::BTreeMap<String, String> =
-        authorize.query_pairs().into_owned().collect();
+    let q: std::collections::BTreeMap<String, String> = authorize.query_pairs().into_owned().collect();
     assert_eq!(
         q.get("client_key").map(String::as_str),
         Some(nini_auth::mock_tiktok::DEMO_CLIENT_KEY)
@@ -54,18 +51,13 @@ async fn full_login_reaches_upstream_with_identity_headers() {
         q.get("scope").map(String::as_str),
         Some("user.info.basic,user.info.profile,user.info.stats,video.list")
     );
-    assert_eq!(
-        q.get("redirect_uri"),
-        Some(&env.url("/api/auth/callback/tiktok"))
-    );
+    assert_eq!(q.get("redirect_uri"), Some(&env.url("/api/auth/callback/tiktok")));
     let state = q.get("state").expect("state");
     assert_eq!(state.len(), 43, "256-bit state");
     assert!(!q.contains_key("client_id") && !q.contains_key("client_secret"));
     assert!(!q.contains_key("code_challenge"), "pkce is off by default");
     assert_eq!(q.len(), 5, "{q:?}");
-    let login_cookie = start
-        .set_cookie("nini-auth.login")
-        .expect("browser-binding cookie");
+    let login_cookie = start.set_cookie("nini-auth.login").expect("browser-binding cookie");
     assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Lax"));
 
     // Consent on the mock, then TikTok redirects back with a code containing * and !.
@@ -73,15 +65,10 @@ async fn full_login_reaches_upstream_with_identity_headers() {
     assert!(cb.contains("%2A0%21"), "codes carry encoded * and !: {cb}");
     let done = b.get(&cb).await;
     assert_eq!(done.status, 302, "{}", done.body);
-    assert_eq!(
-        done.location(),
-        Some(env.url("/dashboard?tab=videos").as_str())
-    );
+    assert_eq!(done.location(), Some(env.url("/dashboard?tab=videos").as_str()));
 
     // Cookie attributes.
-    let sc = done
-        .set_cookie(session_cookie_name())
-        .expect("session cookie");
+    let sc = done.set_cookie(session_cookie_name()).expect("session cookie");
     for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=2592000"] {
         assert!(sc.contains(attr), "{sc} lacks {attr}");
     }
@@ -116,10 +103,7 @@ async fn full_login_reaches_upstream_with_identity_headers() {
     let e = echo.json();
     assert_eq!(e["path"], "/dashboard/data");
     let name = upstream_header(&e, "x-nini-display-name");
-    assert_eq!(
-        name,
-        vec!["Mar%C3%ADa%20Jos%C3%A9%20%F0%9F%8C%AE".to_string()]
-    );
+    assert_eq!(name, vec!["Mar%C3%ADa%20Jos%C3%A9%20%F0%9F%8C%AE".to_string()]);
     let decoded = percent_encoding::percent_decode_str(&name[0])
         .decode_utf8()
         .expect("utf8");
@@ -132,25 +116,18 @@ async fn full_login_reaches_upstream_with_identity_headers() {
         upstream_header(&e, "x-nini-tiktok-open-id"),
         vec![nini_auth::mock_tiktok::DEMO_OPEN_ID.to_string()]
     );
-    assert_eq!(
-        upstream_header(&e, "x-nini-verified"),
-        vec!["true".to_string()]
-    );
+    assert_eq!(upstream_header(&e, "x-nini-verified"), vec!["true".to_string()]);
     assert_eq!(upstream_header(&e, "x-nini-avatar-url").len(), 1);
     // Our cookies stay with us.
     assert!(
-        upstream_header(&e, "cookie")
-            .iter()
-            .all(|c| !c.contains("nini-auth")),
+        upstream_header(&e, "cookie").iter().all(|c| !c.contains("nini-auth")),
         "{e}"
     );
     // A request id is forwarded and echoed back.
     assert_eq!(upstream_header(&e, "x-request-id").len(), 1);
     assert_eq!(
         echo.header("x-request-id"),
-        upstream_header(&e, "x-request-id")
-            .first()
-            .map(String::as_str)
+        upstream_header(&e, "x-request-id").first().map(String::as_str)
     );
 
     // The HTML dashboard of the demo app shows the name.
@@ -163,12 +140,7 @@ async fn full_login_reaches_upstream_with_identity_headers() {
 async fn api_clients_get_401_json_and_public_paths_pass() {
     let env = TestEnv::start().await;
     let api = Browser::api();
-    for path in [
-        "/dashboard",
-        "/profile/x",
-        "/api/user",
-        "/api/user/settings",
-    ] {
+    for path in ["/dashboard", "/profile/x", "/api/user", "/api/user/settings"] {
         let r = api.get(&env.url(path)).await;
         assert_eq!(r.status, 401, "{path}");
         assert_eq!(r.header("content-type"), Some("application/json"));
@@ -212,9 +184,7 @@ async fn pkce_variants_are_sent_and_verified() {
         let ch = q.get("code_challenge").expect("challenge");
         if mode == "s256_hex" {
             assert_eq!(ch.len(), 64);
-            assert!(ch
-                .bytes()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(ch.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         } else {
             assert_eq!(ch.len(), 43);
         }
@@ -223,9 +193,7 @@ async fn pkce_variants_are_sent_and_verified() {
         assert_eq!(done.status, 302, "{mode}: {}", done.body);
         let tok = env.mock.requests_to("/v2/oauth/token/");
         assert!(
-            tok[0]
-                .form_param("code_verifier")
-                .is_some_and(|v| v.len() >= 43),
+            tok[0].form_param("code_verifier").is_some_and(|v| v.len() >= 43),
             "{mode}"
         );
     }
@@ -247,11 +215,7 @@ async fn tiktok_errors_in_200_and_4xx_bodies_become_error_pages() {
             r.status, 500,
             "invalid_client is our configuration problem (mock status {status})"
         );
-        assert!(
-            r.body.contains("data-error=\"Configuration\""),
-            "{}",
-            r.body
-        );
+        assert!(r.body.contains("data-error=\"Configuration\""), "{}", r.body);
         let rid = r.header("x-request-id").expect("request id");
         assert!(r.body.contains(rid), "error page shows the request id");
         assert!(b.cookie(session_cookie_name()).is_none());
@@ -261,10 +225,7 @@ async fn tiktok_errors_in_200_and_4xx_bodies_become_error_pages() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tiktok_outage_and_timeout_are_clean_errors() {
     use nini_auth::mock_tiktok::{Endpoint, Fault};
-    let env = TestEnv::builder()
-        .raw(|r| r.tiktok.timeout = "1s".into())
-        .start()
-        .await;
+    let env = TestEnv::builder().raw(|r| r.tiktok.timeout = "1s".into()).start().await;
     let b = Browser::new();
 
     env.mock.inject_fault(Endpoint::Token, Fault::NonJson502, 1);
@@ -274,19 +235,13 @@ async fn tiktok_outage_and_timeout_are_clean_errors() {
     assert_eq!(r.status, 502);
     assert!(r.body.contains("data-error=\"TikTokUnavailable\""));
 
-    env.mock.inject_fault(
-        Endpoint::UserInfo,
-        Fault::Delay(std::time::Duration::from_secs(3)),
-        1,
-    );
+    env.mock
+        .inject_fault(Endpoint::UserInfo, Fault::Delay(std::time::Duration::from_secs(3)), 1);
     let authorize = b.start_signin(&env, "/dashboard").await;
     let cb = b.consent(&authorize, "authorize").await;
     let started = std::time::Instant::now();
     let r = b.get(&cb).await;
     assert_eq!(r.status, 504, "{}", r.body);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
-        "timeout applies"
-    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "timeout applies");
     assert!(b.cookie(session_cookie_name()).is_none());
 }

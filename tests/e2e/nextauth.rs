@@ -12,9 +12,7 @@ async fn csrf_providers_session_contract() {
     let r = b.get(&env.url("/api/auth/csrf")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
-    assert!(r
-        .header("cache-control")
-        .is_some_and(|c| c.contains("no-store")));
+    assert!(r.header("cache-control").is_some_and(|c| c.contains("no-store")));
     let token = r.json()["csrfToken"].as_str().expect("token").to_string();
     let cookie = r.set_cookie("nini-auth.csrf").expect("csrf cookie");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
@@ -42,12 +40,7 @@ async fn csrf_providers_session_contract() {
 
     // Unknown actions and methods: 400 "Bad request."
     assert_eq!(b.get(&env.url("/api/auth/nope")).await.status, 400);
-    assert_eq!(
-        b.send(b.client.delete(env.url("/api/auth/session")))
-            .await
-            .status,
-        400
-    );
+    assert_eq!(b.send(b.client.delete(env.url("/api/auth/session"))).await.status, 400);
     // v4 logger endpoint.
     assert_eq!(
         b.post_form(&env.url("/api/auth/_log"), &[("level", "error")])
@@ -75,8 +68,7 @@ async fn session_json_after_login_and_update() {
     }
     let expires = s["expires"].as_str().expect("expires");
     assert!(
-        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
-            .is_ok(),
+        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339).is_ok(),
         "{expires}"
     );
 
@@ -91,11 +83,7 @@ async fn session_json_after_login_and_update() {
         )
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.json()["user"]["name"],
-        "María José 🌮",
-        "identity is server-owned"
-    );
+    assert_eq!(r.json()["user"]["name"], "María José 🌮", "identity is server-owned");
     let r = b
         .send(
             b.client
@@ -134,10 +122,7 @@ async fn json_redirects_v5_and_v4_and_errors() {
     assert_eq!(r.status, 200);
     let url = r.json()["url"].as_str().expect("url").to_string();
     assert!(
-        url.starts_with(&format!(
-            "{}/v2/auth/authorize/?client_key=",
-            env.mock.base_url()
-        )),
+        url.starts_with(&format!("{}/v2/auth/authorize/?client_key=", env.mock.base_url())),
         "{url}"
     );
     // v4
@@ -161,10 +146,7 @@ async fn json_redirects_v5_and_v4_and_errors() {
         )
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.json(),
-        json!({"url": env.url("/api/auth/signin?error=MissingCSRF")})
-    );
+    assert_eq!(r.json(), json!({"url": env.url("/api/auth/signin?error=MissingCSRF")}));
     // Without the header, a form POST with a bad token gets the error page.
     let r = Browser::new()
         .post_form(&env.url("/api/auth/signin/tiktok"), &[("csrfToken", "x")])
@@ -177,22 +159,14 @@ async fn json_redirects_v5_and_v4_and_errors() {
 async fn pages_in_spanish_and_english() {
     let env = TestEnv::start().await;
     let b = Browser::new();
-    let es = b
-        .get(&env.url("/api/auth/signin?callbackUrl=%2Fdashboard"))
-        .await;
+    let es = b.get(&env.url("/api/auth/signin?callbackUrl=%2Fdashboard")).await;
     assert!(es.body.contains("Continuar con TikTok") && es.body.contains("lang=\"es\""));
     let en = b
-        .get_with(
-            &env.url("/api/auth/signin"),
-            &[("accept-language", "en-GB,en;q=0.9")],
-        )
+        .get_with(&env.url("/api/auth/signin"), &[("accept-language", "en-GB,en;q=0.9")])
         .await;
     assert!(en.body.contains("Continue with TikTok") && en.body.contains("lang=\"en\""));
     let forced = b
-        .get_with(
-            &env.url("/api/auth/signin?lang=es"),
-            &[("accept-language", "en")],
-        )
+        .get_with(&env.url("/api/auth/signin?lang=es"), &[("accept-language", "en")])
         .await;
     assert!(forced.body.contains("Continuar con TikTok"));
     assert!(es

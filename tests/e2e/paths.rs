@@ -48,14 +48,8 @@ async fn no_variant_of_a_protected_path_reaches_upstream() {
             &format!("GET {v} HTTP/1.1\r\nHost: app.example.com\r\nAccept: application/json"),
         )
         .await;
-        assert!(
-            status == 400 || status == 401,
-            "{v}: status {status} body {body}"
-        );
-        assert!(
-            !body.contains("\"headers\""),
-            "{v}: upstream answered: {body}"
-        );
+        assert!(status == 400 || status == 401, "{v}: status {status} body {body}");
+        assert!(!body.contains("\"headers\""), "{v}: upstream answered: {body}");
     }
     // A raw fragment never reaches routing: the target ends at '#', the upstream gets
     // exactly the judged path, `/public`.
@@ -94,20 +88,12 @@ async fn upstream_gets_the_canonical_path_it_was_judged_on() {
         let (status, body) = raw_request(addr, &format!("GET {sent} HTTP/1.1\r\nHost: x")).await;
         assert_eq!(status, 200, "{sent}: {body}");
         // The body may be chunked: take the JSON object inside it.
-        let (start, end) = (
-            body.find('{').expect("json"),
-            body.rfind('}').expect("json"),
-        );
+        let (start, end) = (body.find('{').expect("json"), body.rfind('}').expect("json"));
         let echo: serde_json::Value = serde_json::from_str(&body[start..=end]).expect("json body");
         assert_eq!(echo["path"], forwarded, "{sent}");
     }
     // Encoded slashes and double encoding are refused outright, even on public paths.
-    for sent in [
-        "/public/a%2fb",
-        "/public/%252e",
-        "/public/a%5cb",
-        "/public/%00",
-    ] {
+    for sent in ["/public/a%2fb", "/public/%252e", "/public/a%5cb", "/public/%00"] {
         let (status, _) = raw_request(addr, &format!("GET {sent} HTTP/1.1\r\nHost: x")).await;
         assert_eq!(status, 400, "{sent}");
     }

@@ -112,11 +112,7 @@ fn own_origin_tricks(origin: &str) -> Vec<String> {
 }
 
 async fn signin_page_target(b: &Browser, env: &TestEnv, v: &str) -> String {
-    let url = format!(
-        "{}?callbackUrl={}",
-        env.url("/api/auth/signin"),
-        urlencode(v)
-    );
+    let url = format!("{}?callbackUrl={}", env.url("/api/auth/signin"), urlencode(v));
     let r = b.get(&url).await;
     assert_eq!(r.status, 200, "{v:?}");
     extract_value(&r.body, "callbackUrl").expect("callbackUrl field")
@@ -144,11 +140,7 @@ async fn every_vector_is_refused_on_signin_and_signout() {
     let mut all: Vec<String> = VECTORS.iter().map(|s| s.to_string()).collect();
     all.extend(own_origin_tricks(&env.url("")));
     for v in &all {
-        assert_eq!(
-            signin_page_target(&b, &env, v).await,
-            home,
-            "sign-in page kept {v:?}"
-        );
+        assert_eq!(signin_page_target(&b, &env, v).await, home, "sign-in page kept {v:?}");
         assert_eq!(
             signout_target(&b, &env, &csrf, v).await,
             home,
@@ -162,11 +154,7 @@ async fn every_vector_is_refused_on_signin_and_signout() {
         (&env.url("/x?y=z") as &str, "/x?y=z"),
     ] {
         assert_eq!(signin_page_target(&b, &env, v).await, env.url(want), "{v}");
-        assert_eq!(
-            signout_target(&b, &env, &csrf, v).await,
-            env.url(want),
-            "{v}"
-        );
+        assert_eq!(signout_target(&b, &env, &csrf, v).await, env.url(want), "{v}");
     }
 }
 
@@ -216,11 +204,7 @@ async fn oauth2_proxy_corpus_is_refused() {
         let v = percent_encoding::percent_decode_str(line)
             .decode_utf8_lossy()
             .into_owned();
-        assert_eq!(
-            signin_page_target(&b, &env, &v).await,
-            home,
-            "sign-in kept {line:?}"
-        );
+        assert_eq!(signin_page_target(&b, &env, &v).await, home, "sign-in kept {line:?}");
         assert_eq!(
             signout_target(&b, &env, &csrf, &v).await,
             home,

@@ -16,16 +16,11 @@ async fn signout_revokes_and_kills_the_cookie() {
         .to_string();
 
     // The confirmation page.
-    let page = b
-        .get(&env.url("/api/auth/signout?callbackUrl=%2Fbye"))
-        .await;
+    let page = b.get(&env.url("/api/auth/signout?callbackUrl=%2Fbye")).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Cerrar sesión"));
     let csrf = extract_value(&page.body, "csrfToken").expect("csrf");
-    assert_eq!(
-        extract_value(&page.body, "callbackUrl"),
-        Some(env.url("/bye"))
-    );
+    assert_eq!(extract_value(&page.body, "callbackUrl"), Some(env.url("/bye")));
 
     // Without csrfToken: nothing happens.
     let r = b
@@ -76,10 +71,7 @@ async fn signout_revokes_and_kills_the_cookie() {
         revokes[0].form_param("client_key"),
         Some(nini_auth::mock_tiktok::DEMO_CLIENT_KEY)
     );
-    assert_eq!(
-        env.mock.live_grants(nini_auth::mock_tiktok::DEMO_OPEN_ID),
-        0
-    );
+    assert_eq!(env.mock.live_grants(nini_auth::mock_tiktok::DEMO_OPEN_ID), 0);
 
     // The old cookie is dead, replayed by anyone.
     let r = api.get(&env.url("/api/user")).await;
@@ -89,11 +81,9 @@ async fn signout_revokes_and_kills_the_cookie() {
     // And the database forgot the tokens.
     let conn = rusqlite::Connection::open(&env.raw_db).expect("db");
     let n: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM users WHERE access_token IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT count(*) FROM users WHERE access_token IS NOT NULL", [], |r| {
+            r.get(0)
+        })
         .expect("count");
     assert_eq!(n, 0);
 }
@@ -104,8 +94,7 @@ async fn signout_json_answer_and_tiktok_failure_still_signs_out() {
     let env = TestEnv::start().await;
     let b = Browser::new();
     b.login(&env, "/").await;
-    env.mock
-        .inject_fault(Endpoint::Revoke, Fault::NonJson502, 1);
+    env.mock.inject_fault(Endpoint::Revoke, Fault::NonJson502, 1);
     let csrf = b.csrf(&env).await;
     let r = b
         .send(
@@ -121,8 +110,5 @@ async fn signout_json_answer_and_tiktok_failure_still_signs_out() {
         b.cookie(session_cookie_name()).is_none(),
         "cookie cleared even though TikTok failed"
     );
-    assert_eq!(
-        b.get(&env.url("/api/auth/session")).await.body.trim(),
-        "null"
-    );
+    assert_eq!(b.get(&env.url("/api/auth/session")).await.body.trim(), "null");
 }

@@ -36,8 +36,7 @@ async fn assert_refused(b: &Browser, env: &TestEnv, url: &str, what: &str) {
         r.body
     );
     assert!(
-        r.body.contains("data-error=\"OAuthCallbackError\"")
-            || r.body.contains("data-error=\"AccessDenied\""),
+        r.body.contains("data-error=\"OAuthCallbackError\"") || r.body.contains("data-error=\"AccessDenied\""),
         "{what}: {}",
         r.body
     );
@@ -61,13 +60,7 @@ async fn wrong_missing_duplicated_state_is_refused_before_tiktok() {
     let cb = b.consent(&authorize, "authorize").await;
     let (base, code, state) = callback_parts(&cb);
 
-    assert_refused(
-        &b,
-        &env,
-        &cb_url(&base, &[("code", &code)]),
-        "missing state",
-    )
-    .await;
+    assert_refused(&b, &env, &cb_url(&base, &[("code", &code)]), "missing state").await;
     assert_refused(
         &b,
         &env,
@@ -85,20 +78,14 @@ async fn wrong_missing_duplicated_state_is_refused_before_tiktok() {
     assert_refused(
         &b,
         &env,
-        &cb_url(
-            &base,
-            &[("code", &code), ("state", &state), ("state", &state)],
-        ),
+        &cb_url(&base, &[("code", &code), ("state", &state), ("state", &state)]),
         "duplicated state",
     )
     .await;
     // The forged/missing attempts did not consume the real state... but a duplicated
     // `code` with the real state does consume it (it is single use whatever happens).
     let r = b
-        .get(&cb_url(
-            &base,
-            &[("code", &code), ("code", "x"), ("state", &state)],
-        ))
+        .get(&cb_url(&base, &[("code", &code), ("code", "x"), ("state", &state)]))
         .await;
     assert_eq!(r.status, 400);
     assert!(b.cookie(session_cookie_name()).is_none());
@@ -117,10 +104,7 @@ async fn replayed_callback_and_replayed_code_fail() {
 
     // Same callback again (state replay) from a fresh browser with the same binding cookie.
     let replay = Browser::new();
-    replay.set_cookie(
-        "nini-auth.login",
-        &b.cookie("nini-auth.login").expect("binding"),
-    );
+    replay.set_cookie("nini-auth.login", &b.cookie("nini-auth.login").expect("binding"));
     assert_refused(&replay, &env, &cb, "replayed state").await;
 
     // A new state with an old (used) code: the state passes, TikTok refuses the code.
@@ -129,20 +113,14 @@ async fn replayed_callback_and_replayed_code_fail() {
     let (base, code_used, _) = callback_parts(&cb);
     let (_, _, state2) = callback_parts(&cb2);
     let fresh = Browser::new();
-    fresh.set_cookie(
-        "nini-auth.login",
-        &b.cookie("nini-auth.login").expect("binding"),
-    );
+    fresh.set_cookie("nini-auth.login", &b.cookie("nini-auth.login").expect("binding"));
     let r = fresh
         .get(&cb_url(&base, &[("code", &code_used), ("state", &state2)]))
         .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("data-error=\"OAuthCallbackError\""));
     assert!(fresh.cookie(session_cookie_name()).is_none());
-    assert_eq!(
-        b.cookie(session_cookie_name()).as_deref(),
-        Some(first_session.as_str())
-    );
+    assert_eq!(b.cookie(session_cookie_name()).as_deref(), Some(first_session.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -178,17 +156,13 @@ async fn access_denied_shows_error_page_without_session() {
     let r = b.get(&cb).await;
     assert_eq!(r.status, 403);
     assert!(r.body.contains("data-error=\"AccessDenied\""));
-    assert!(r
-        .header("x-request-id")
-        .is_some_and(|id| r.body.contains(id)));
+    assert!(r.header("x-request-id").is_some_and(|id| r.body.contains(id)));
     assert!(b.cookie(session_cookie_name()).is_none());
     assert!(env.mock.requests_to("/v2/oauth/token/").is_empty());
     // English when asked.
     let authorize = b.start_signin(&env, "/dashboard").await;
     let cb = b.consent(&authorize, "cancel").await;
-    let r = b
-        .get_with(&cb, &[("accept-language", "en-US,en;q=0.9")])
-        .await;
+    let r = b.get_with(&cb, &[("accept-language", "en-US,en;q=0.9")]).await;
     assert!(r.body.contains("You cancelled on TikTok"), "{}", r.body);
 }
 

@@ -32,9 +32,7 @@ async fn database_holds_no_plaintext_tokens_and_survives_restart() {
 
     // WAL mode.
     let conn = rusqlite::Connection::open(&env.raw_db).expect("open db");
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .expect("mode");
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("mode");
     assert_eq!(mode, "wal");
     let (access, refresh): (String, String) = conn
         .query_row("SELECT access_token, refresh_token FROM users", [], |r| {
@@ -55,10 +53,7 @@ async fn database_holds_no_plaintext_tokens_and_survives_restart() {
     let raw = db_bytes(&env);
     assert!(!raw.contains(&bearer), "access token in plaintext on disk");
     assert!(!raw.contains("rft."), "refresh token in plaintext on disk");
-    assert!(
-        !raw.contains(&session),
-        "session token in plaintext on disk"
-    );
+    assert!(!raw.contains(&session), "session token in plaintext on disk");
 
     // Restart: same database, same keys; the session still works.
     env.restart().await;
@@ -94,10 +89,7 @@ async fn tampered_or_foreign_ciphertext_is_refused_without_panic() {
         .expect("db")
         .query_row("SELECT id FROM users", [], |r| r.get(0))
         .expect("id");
-    assert!(
-        store.tokens(&uid).is_err(),
-        "tampered ciphertext must not open"
-    );
+    assert!(store.tokens(&uid).is_err(), "tampered ciphertext must not open");
 
     // Sign-out needs the token for revoke: it must still sign out cleanly.
     let csrf = b.csrf(&env).await;
@@ -116,25 +108,10 @@ async fn tampered_or_foreign_ciphertext_is_refused_without_panic() {
     env.restart_with_keys(other).await;
     let uid2: String = rusqlite::Connection::open(&env.raw_db)
         .expect("db")
-        .query_row(
-            "SELECT id FROM users WHERE access_token IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT id FROM users WHERE access_token IS NOT NULL", [], |r| r.get(0))
         .expect("id");
-    let err = env
-        .sidecar()
-        .app
-        .store
-        .tokens(&uid2)
-        .expect_err("unknown key id");
+    let err = env.sidecar().app.store.tokens(&uid2).expect_err("unknown key id");
     assert!(err.to_string().contains("cannot be opened"), "{err}");
     // The sidecar keeps serving.
-    assert_eq!(
-        Browser::api()
-            .get(&env.url("/api/auth/session"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(Browser::api().get(&env.url("/api/auth/session")).await.status, 200);
 }

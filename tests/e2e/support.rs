@@ -16,7 +16,8 @@ pub struct TestEnv {
     pub mock: MockTikTok,
     pub upstream: SocketAddr,
     pub sidecar: Option<Running>,
-    pub dir: tempfile::TempDir,
+    /// Holds the database directory alive for the test's duration.
+    _dir: tempfile::TempDir,
     pub raw_db: PathBuf,
     pub keys: Vec<String>,
     upstream_task: tokio::task::JoinHandle<()>,
@@ -25,8 +26,6 @@ pub struct TestEnv {
 pub struct Builder {
     mock: Box<dyn FnOnce(&mut MockConfig)>,
     raw: Box<dyn FnOnce(&mut RawConfig)>,
-    keys: Option<Vec<String>>,
-    dir: Option<tempfile::TempDir>,
 }
 
 impl TestEnv {
@@ -34,8 +33,6 @@ impl TestEnv {
         Builder {
             mock: Box::new(|_| {}),
             raw: Box::new(|_| {}),
-            keys: None,
-            dir: None,
         }
     }
 
@@ -78,43 +75,21 @@ impl Builder {
         self
     }
 
-    /// Fixed encryption keys (base64) instead of a generated one, e.g. to restart with the
-    /// same database.
-    pub fn keys(mut self, keys: Vec<String>) -> Builder {
-        self.keys = Some(keys);
-        self
-    }
-
-    pub fn dir(mut self, dir: tempfile::TempDir) -> Builder {
-        self.dir = Some(dir);
-        self
-    }
-
     pub async fn start(self) -> TestEnv {
-        let dir = match self.dir {
-            Some(d) => d,
-            None => tempfile::tempdir().expect("tempdir"),
-        };
+        let dir = tempfile::tempdir().expect("tempdir");
         let listen = free_port().expect("free port");
         let redirect_uri = format!("http://{listen}{}", config::CALLBACK_PATH);
         let mut mcfg = MockConfig::demo(vec![redirect_uri]);
         (self.mock)(&mut mcfg);
-        let ml = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind mock");
+        let ml = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let mock = MockTikTok::start(ml, mcfg).await.expect("mock starts");
         let ul = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
-        let (upstream, upstream_task) = nini_auth::demo::serve_app(ul)
-            .await
-            .expect("upstream starts");
+        let (upstream, upstream_task) = nini_auth::demo::serve_app(ul).await.expect("upstream starts");
         let raw_db = dir.path().join("nini-auth.db");
         let mut raw = nini_auth::demo::raw_config(listen, &mock.base_url(), upstream, &raw_db);
-        let keys = match self.keys {
-            Some(k) => k,
-            None => vec![nini_auth::crypto::generate_key_base64().expect("key")],
-        };
+        let keys = vec![nini_auth::crypto::generate_key_base64().expect("key")];
         raw.secrets.encryption_keys = keys.clone();
         (self.raw)(&mut raw);
         let env = std::collections::HashMap::<String, String>::new();
@@ -127,7 +102,7 @@ impl Builder {
             mock,
             upstream,
             sidecar: Some(sidecar),
-            dir,
+            _dir: dir,
             raw_db,
             keys,
             upstream_task,
@@ -141,8 +116,7 @@ impl TestEnv {
         let env = self;
         env.stop_sidecar();
         let listen = free_port().expect("free port");
-        let mut raw =
-            nini_auth::demo::raw_config(listen, &env.mock.base_url(), env.upstream, &env.raw_db);
+        let mut raw = nini_auth::demo::raw_config(listen, &env.mock.base_url(), env.upstream, &env.raw_db);
         raw.secrets.encryption_keys = keys;
         let redirect = format!("http://{listen}{}", config::CALLBACK_PATH);
         env.mock.update_config(|c| {
@@ -242,10 +216,7 @@ impl Browser {
     }
 
     pub fn set_cookie(&self, name: &str, value: &str) {
-        self.jar
-            .lock()
-            .expect("jar")
-            .insert(name.into(), value.into());
+        self.jar.lock().expect("jar").insert(name.into(), value.into());
     }
 
     pub fn cookie_header(&self) -> Option<String> {
@@ -270,11 +241,7 @@ impl Browser {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.text().await.unwrap_or_default();
-        let r = Resp {
-            status,
-            headers,
-            body,
-        };
+        let r = Resp { status, headers, body };
         for sc in r.set_cookies() {
             let kv = sc.split(';').next().unwrap_or("");
             if let Some((k, v)) = kv.split_once('=') {
@@ -307,10 +274,7 @@ impl Browser {
 
     pub async fn csrf(&self, env: &TestEnv) -> String {
         let r = self.get(&env.url("/api/auth/csrf")).await;
-        r.json()["csrfToken"]
-            .as_str()
-            .expect("csrfToken")
-            .to_string()
+        r.json()["csrfToken"].as_str().expect("csrfToken").to_string()
     }
 
     /// Starts a sign-in and returns the authorize URL TikTok would be sent to.
@@ -329,12 +293,7 @@ impl Browser {
     /// TikTok redirects to.
     pub async fn consent(&self, authorize_url: &str, action: &str) -> String {
         // The consent page is TikTok's, with its own cookies: use a plain request.
-        let page = self
-            .client
-            .get(authorize_url)
-            .send()
-            .await
-            .expect("consent page");
+        let page = self.client.get(authorize_url).send().await.expect("consent page");
         assert_eq!(page.status().as_u16(), 200, "authorize page");
         let html = page.text().await.expect("html");
         let rid = extract_value(&html, "request_id").expect("request_id in consent form");
@@ -346,10 +305,7 @@ impl Browser {
         ];
         for input in html.split("<input").skip(1) {
             let tag = input.split('>').next().unwrap_or("");
-            if tag.contains("name=\"scope\"")
-                && tag.contains("checked")
-                && !tag.contains("disabled")
-            {
+            if tag.contains("name=\"scope\"") && tag.contains("checked") && !tag.contains("disabled") {
                 if let Some(v) = extract_value(&format!("name=\"x\" {tag}"), "x") {
                     form.push(("scope".to_string(), v));
                 }
@@ -390,11 +346,7 @@ impl Browser {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.text().await.unwrap_or_default();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 }
 
@@ -423,11 +375,7 @@ pub fn extract_value(html: &str, name: &str) -> Option<String> {
 pub fn upstream_header(echo: &Value, name: &str) -> Vec<String> {
     echo["headers"][name]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
@@ -462,11 +410,7 @@ pub async fn raw_request(addr: std::net::SocketAddr, head: &str) -> (u16, String
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
