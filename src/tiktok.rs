@@ -360,19 +360,28 @@ impl TikTokClient {
         })
     }
 
-    async fn body(&self, resp: reqwest::Response) -> Result<bytes::Bytes, TikTokError> {
+    /// Reads the body, at most `MAX_BODY` bytes, whether or not a Content-Length was sent: a
+    /// misbehaving endpoint must not make us buffer without limit.
+    async fn body(&self, mut resp: reqwest::Response) -> Result<bytes::Bytes, TikTokError> {
+        const MAX_BODY: usize = 4 * 1024 * 1024;
         let status = resp.status().as_u16();
-        // Bounded: a misbehaving endpoint must not make us buffer without limit.
-        if resp.content_length().is_some_and(|l| l > 4 * 1024 * 1024) {
+        if resp.content_length().is_some_and(|l| l > MAX_BODY as u64) {
             return Err(TikTokError::BadResponse { status });
         }
-        resp.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                TikTokError::Timeout(self.cfg.timeout)
-            } else {
-                TikTokError::Transport(e)
+        let mut buf = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > MAX_BODY {
+                        return Err(TikTokError::BadResponse { status });
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(bytes::Bytes::from(buf)),
+                Err(e) if e.is_timeout() => return Err(TikTokError::Timeout(self.cfg.timeout)),
+                Err(e) => return Err(TikTokError::Transport(e)),
             }
-        })
+        }
     }
 }
 
