@@ -1,6 +1,6 @@
 //! Shared state of a running sidecar (`App`): validated config, store, TikTok client, cookie
-//! names, protected routes, the clock, and the in-memory session cache that keeps the hot
-//! path free of database writes and network calls.
+//! names, protected routes, the clock, the token manager, and the in-memory session cache
+//! that keeps the hot path free of database writes and network calls.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -15,6 +15,7 @@ use crate::crypto;
 use crate::paths::ProtectedRoutes;
 use crate::store::{Identity, Store, StoreError};
 use crate::tiktok::{TikTokClient, TikTokError};
+use crate::tokens::TokenManager;
 
 /// Wall clock in unix seconds, with an offset tests can advance to expire states and
 /// sessions without sleeping.
@@ -90,6 +91,37 @@ impl SessionCache {
     }
 }
 
+/// When each user was last seen on the proxy (memory only: the hot path never writes to the
+/// database). The background sync uses it to pick recently active users.
+#[derive(Debug, Default)]
+pub struct Activity {
+    last_seen: RwLock<HashMap<String, i64>>,
+}
+
+impl Activity {
+    pub fn seen(&self, user_id: &str, now: i64) {
+        // Most requests find a recent timestamp under the read lock and stop there.
+        if let Some(t) = self.last_seen.read().unwrap_or_else(|p| p.into_inner()).get(user_id) {
+            if now - *t < 60 {
+                return;
+            }
+        }
+        let mut map = self.last_seen.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= 1_000_000 {
+            map.clear();
+        }
+        map.insert(user_id.to_string(), now);
+    }
+
+    /// Users seen at or after `since`, most recent first.
+    pub fn active_since(&self, since: i64) -> Vec<String> {
+        let map = self.last_seen.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(&String, &i64)> = map.iter().filter(|(_, t)| **t >= since).collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        v.into_iter().map(|(u, _)| u.clone()).collect()
+    }
+}
+
 pub struct App {
     pub config: Config,
     /// The public origin as a URL (`https://app.example.com/`), for redirects.
@@ -99,7 +131,11 @@ pub struct App {
     pub cookies: CookieNames,
     pub protected: ProtectedRoutes,
     pub sessions: SessionCache,
+    pub tokens: TokenManager,
+    pub activity: Activity,
     pub clock: Clock,
+    /// `sync.path` in the canonical matching form (lowercase).
+    pub sync_path: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +156,9 @@ impl App {
             cookies: CookieNames::new(config.secure_cookies()),
             protected: ProtectedRoutes::new(&config.protected),
             sessions: SessionCache::new(100_000),
+            tokens: TokenManager::new(config.refresh_margin, config.tiktok.timeout),
+            activity: Activity::default(),
+            sync_path: config.sync.path.to_ascii_lowercase(),
             clock: Clock::default(),
             origin,
             store,
@@ -160,6 +199,43 @@ impl App {
             }
         }
     }
+}
+
+impl App {
+    /// Applies invalidations other processes (and this one) recorded in the store since
+    /// `after`; returns the newest sequence number seen.
+    pub async fn apply_invalidations(&self, after: i64) -> i64 {
+        let rows = match self.store.run(move |s| s.invalidations_since(after)).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("reading cache invalidations failed: {e}");
+                return after;
+            }
+        };
+        let mut last = after;
+        for (seq, user, session) in rows {
+            if let Some(u) = user {
+                self.sessions.remove_user(&u);
+                self.tokens.forget(&u);
+            }
+            if let Some(key) = session.as_deref().and_then(hex32) {
+                self.sessions.remove(&key);
+            }
+            last = seq;
+        }
+        last
+    }
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// SHA-256 of a session cookie token, as the cache key and (hex) as the stored id.

@@ -14,6 +14,7 @@ use crate::pages::{self, Lang};
 use crate::redirect;
 use crate::store::{Identity, LoginState, Profile, Tokens};
 use crate::tiktok;
+use crate::tokens::{TokenError, REFRESH_ERROR};
 use crate::web::{Reply, Request};
 
 /// The base path next-auth clients call.
@@ -43,6 +44,8 @@ pub async fn handle(app: &App, req: &Request) -> Reply {
         ("/csrf", true, _) => csrf(app, req),
         ("/providers", true, _) => providers(app),
         ("/error", true, _) => error_page(app, req),
+        ("/tiktok/profile", true, _) => crate::sync::profile(app, req, signed_in(app, req).await).await,
+        ("/tiktok/videos", true, _) => crate::sync::videos(app, req, signed_in(app, req).await).await,
         // next-auth v4 clients post their logs here; accept and drop them.
         ("/_log", _, true) => Reply::json(200, &json!({})),
         _ => Reply::json(400, &json!("Bad request.")),
@@ -329,6 +332,7 @@ async fn callback_inner(app: &App, req: &Request) -> Result<(String, String), Au
         access_expires_at: now.saturating_add(tok.expires_in.max(0)),
         refresh_expires_at: now.saturating_add(tok.refresh_expires_in.max(0)),
         scope: tok.scope.clone(),
+        obtained_at: now,
     };
 
     // A fresh session id on every sign-in; any session the browser had is deleted in the
@@ -366,10 +370,11 @@ async fn signout(app: &App, req: &Request) -> Reply {
         return error_reply(app, req, &AuthError::Csrf);
     }
     let target = callback_target(app, req.form_one("callbackUrl").or_else(|| req.form_one("rd")));
+    let now = app.clock.now();
     for key in req.cookies(&app.cookies.session).into_iter().filter_map(session_key) {
         app.sessions.remove(&key);
         let hash = crypto::hex(&key);
-        match app.store.run(move |s| s.delete_session(&hash)).await {
+        match app.store.run(move |s| s.delete_session(&hash, now)).await {
             Ok(Some(user_id)) => revoke_tokens(app, &user_id, &req.request_id).await,
             Ok(None) => {}
             Err(e) => log::error!("sign-out: deleting session failed: {e} request_id={}", req.request_id),
@@ -438,6 +443,14 @@ pub fn session_json(id: &Identity) -> serde_json::Value {
     })
 }
 
+/// The signed-in user, if any: a live session whose TikTok grant is not dead.
+pub async fn signed_in(app: &App, req: &Request) -> Option<Arc<Identity>> {
+    match current_identity(app, req).await {
+        (Some(id), _) if id.grant_error.is_none() => Some(id),
+        _ => None,
+    }
+}
+
 async fn current_identity(app: &App, req: &Request) -> (Option<Arc<Identity>>, bool) {
     let values = req.cookies(&app.cookies.session);
     let had_cookie = !values.is_empty();
@@ -451,11 +464,34 @@ async fn current_identity(app: &App, req: &Request) -> (Option<Arc<Identity>>, b
 
 async fn session(app: &App, req: &Request) -> Reply {
     match current_identity(app, req).await {
-        (Some(id), _) => Reply::json(200, &session_json(&id)),
+        (Some(id), _) => Reply::json(200, &session_with_token_check(app, &id).await),
         // A cookie that no longer names a session is cleared, as Auth.js does.
         (None, true) => Reply::json(200, &serde_json::Value::Null).set_cookie(app.cookies.clear(&app.cookies.session)),
         (None, false) => Reply::json(200, &serde_json::Value::Null),
     }
+}
+
+/// The session JSON, with `"error": "RefreshAccessTokenError"` when the TikTok grant is gone
+/// (the NINI frontend then sends the user to sign in again). Checking costs a memory lookup
+/// while the access token is fresh, and one refresh when it is due.
+async fn session_with_token_check(app: &App, id: &Identity) -> serde_json::Value {
+    let mut body = session_json(id);
+    let error = match &id.grant_error {
+        Some(e) => Some(e.clone()),
+        None => match app.tokens.access_token(app, &id.user_id).await {
+            Ok(_) => None,
+            Err(TokenError::GrantDead) => Some(REFRESH_ERROR.to_string()),
+            Err(e) => {
+                // TikTok or the store is unwell: the session itself is fine.
+                log::warn!("session token check for user {}: {e}", id.user_id);
+                None
+            }
+        },
+    };
+    if let (Some(e), Some(obj)) = (error, body.as_object_mut()) {
+        obj.insert("error".into(), serde_json::Value::String(e));
+    }
+    body
 }
 
 /// `useSession().update()`: CSRF-checked; the session is server-owned, so it is returned

@@ -51,6 +51,7 @@ pub struct RawConfig {
     pub session: RawSession,
     pub secrets: RawSecrets,
     pub routes: RawRoutes,
+    pub sync: RawSync,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +80,7 @@ pub struct RawUpstream {
     pub url: String,
     pub connect_timeout: String,
     pub read_timeout: String,
+    pub forward_access_token: bool,
 }
 
 impl Default for RawUpstream {
@@ -87,6 +89,7 @@ impl Default for RawUpstream {
             url: "http://127.0.0.1:3000".into(),
             connect_timeout: "5s".into(),
             read_timeout: "60s".into(),
+            forward_access_token: false,
         }
     }
 }
@@ -170,6 +173,34 @@ impl Default for RawRoutes {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSync {
+    pub path: String,
+    pub cooldown: String,
+    pub timezone: String,
+    pub max_pages: u32,
+    pub interval: String,
+    pub active_within: String,
+    pub batch: u32,
+    pub requests_per_minute: u32,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        RawSync {
+            path: "/api/user/sync-tiktok".into(),
+            cooldown: "5m".into(),
+            timezone: "UTC".into(),
+            max_pages: 50,
+            interval: "6h".into(),
+            active_within: "7d".into(),
+            batch: 50,
+            requests_per_minute: 300,
+        }
+    }
+}
+
 // === validated shape ===
 
 /// PKCE variant sent to TikTok (see tiktok-api.md §1.3): Web officially needs none, Desktop
@@ -230,6 +261,31 @@ pub struct UpstreamConfig {
     pub sni: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Send the user's TikTok access token upstream as `X-Nini-Access-Token` (off by default:
+    /// the app then holds a credential for the user's TikTok account).
+    pub forward_access_token: bool,
+}
+
+/// TikTok data sync (profile and videos).
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// `POST` here (by a signed-in user) syncs now; answered by the sidecar.
+    pub path: String,
+    /// A user's second sync within this gets 429 with `retryAfter`.
+    pub cooldown: Duration,
+    /// Days for the posting streak are counted in this zone.
+    pub timezone: jiff::tz::TimeZone,
+    pub timezone_name: String,
+    /// Upper bound on `video/list` pages per sync (20 videos each).
+    pub max_pages: u32,
+    /// The background job re-syncs users active within `active_within` whose data is older
+    /// than this; "0s" turns the job off.
+    pub interval: Duration,
+    pub active_within: Duration,
+    /// Users per background run.
+    pub batch: u32,
+    /// App-wide budget per TikTok endpoint (TikTok allows 600 per minute).
+    pub requests_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +301,7 @@ pub struct Config {
     pub refresh_margin: Duration,
     pub keys: KeyRing,
     pub protected: Vec<String>,
+    pub sync: SyncConfig,
 }
 
 impl Config {
@@ -276,12 +333,13 @@ impl Config {
         };
         format!(
             "[server]\nlisten = {}\npublic_url = {}\nthreads = {}\nshutdown_timeout = {}\n\n\
-             [upstream]\nurl = {}\nconnect_timeout = {}\nread_timeout = {}\n\n\
+             [upstream]\nurl = {}\nconnect_timeout = {}\nread_timeout = {}\nforward_access_token = {}\n\n\
              [tiktok]\nclient_key = {}\nclient_secret = {}\nscopes = {}\npkce = {}\nauthorize_url = {}\napi_base_url = {}\ntimeout = {}\n\n\
              [storage]\ndatabase = {}\n\n\
              [session]\nlifetime = {}\nrefresh_margin = {}\n\n\
              [secrets]\nencryption_keys = {} # {} key(s); key ids {}\n\n\
-             [routes]\nprotected = {}\n",
+             [routes]\nprotected = {}\n\n\
+             [sync]\npath = {}\ncooldown = {}\ntimezone = {}\nmax_pages = {}\ninterval = {}\nactive_within = {}\nbatch = {}\nrequests_per_minute = {}\n",
             q(&self.listen.to_string()),
             q(self.public_url.as_str()),
             self.threads,
@@ -289,6 +347,7 @@ impl Config {
             q(self.upstream.url.as_str()),
             q(&format_duration(self.upstream.connect_timeout)),
             q(&format_duration(self.upstream.read_timeout)),
+            self.upstream.forward_access_token,
             q(&self.tiktok.client_key),
             redacted(self.tiktok.client_secret.expose()),
             list(&self.tiktok.scopes),
@@ -303,6 +362,14 @@ impl Config {
             self.keys.len(),
             self.keys.key_ids().join(","),
             list(&self.protected),
+            q(&self.sync.path),
+            q(&format_duration(self.sync.cooldown)),
+            q(&self.sync.timezone_name),
+            self.sync.max_pages,
+            q(&format_duration(self.sync.interval)),
+            q(&format_duration(self.sync.active_within)),
+            self.sync.batch,
+            self.sync.requests_per_minute,
         )
     }
 }
@@ -394,6 +461,7 @@ const SECTIONS: &[(&str, KeyCheck)] = &[
     ("session", |v| v.try_into::<RawSession>().map(drop)),
     ("secrets", |v| v.try_into::<RawSecrets>().map(drop)),
     ("routes", |v| v.try_into::<RawRoutes>().map(drop)),
+    ("sync", |v| v.try_into::<RawSync>().map(drop)),
 ];
 
 /// Parses TOML text into the raw shape. Syntax errors stop at the first one (the rest of the
@@ -491,6 +559,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         session,
         secrets,
         routes,
+        sync,
     } = raw;
 
     // [server]
@@ -672,9 +741,17 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         }
     }
 
+    let sync_cfg = sync_config(&mut p, sync);
+
     if !p.0.is_empty() {
         return Err(ConfigError(p.0));
     }
+    let Some(sync) = sync_cfg else {
+        return Err(ConfigError(vec![Problem {
+            key: "sync".into(),
+            message: "internal: validation incomplete".into(),
+        }]));
+    };
     // Every Option below is Some when no problem was recorded.
     match (
         listen,
@@ -723,12 +800,72 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
             refresh_margin,
             keys,
             protected: routes.protected,
+            sync,
         }),
         _ => Err(ConfigError(vec![Problem {
             key: "config".into(),
             message: "internal: validation incomplete".into(),
         }])),
     }
+}
+
+fn sync_config(p: &mut Problems, raw: RawSync) -> Option<SyncConfig> {
+    let path_ok = raw.path.starts_with('/')
+        && !raw.path.starts_with("//")
+        && !raw.path.contains(['?', '#', '\\', '%'])
+        && !raw.path.chars().any(|c| c.is_control() || c.is_whitespace());
+    if !path_ok {
+        p.add(
+            "sync.path",
+            format!(
+                "{:?} must be a plain absolute path such as \"/api/user/sync-tiktok\"",
+                raw.path
+            ),
+        );
+    }
+    let lower = raw.path.to_ascii_lowercase();
+    if lower == "/api/auth" || lower.starts_with("/api/auth/") {
+        p.add("sync.path", "must not be under /api/auth (the sidecar's own endpoints)");
+    }
+    let cooldown = duration(p, "sync.cooldown", &raw.cooldown);
+    let interval = duration(p, "sync.interval", &raw.interval);
+    let active_within = duration(p, "sync.active_within", &raw.active_within);
+    let tz = match jiff::tz::TimeZone::get(&raw.timezone) {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            p.add(
+                "sync.timezone",
+                format!(
+                    "{:?} is not an IANA time zone (e.g. \"America/Mexico_City\", \"UTC\")",
+                    raw.timezone
+                ),
+            );
+            None
+        }
+    };
+    if raw.max_pages == 0 || raw.max_pages > 1000 {
+        p.add("sync.max_pages", "must be between 1 and 1000");
+    }
+    if raw.batch == 0 {
+        p.add("sync.batch", "must be at least 1");
+    }
+    if raw.requests_per_minute == 0 || raw.requests_per_minute > 600 {
+        p.add(
+            "sync.requests_per_minute",
+            "must be between 1 and 600 (TikTok's limit per endpoint)",
+        );
+    }
+    Some(SyncConfig {
+        path: raw.path,
+        cooldown: cooldown?,
+        timezone: tz?,
+        timezone_name: raw.timezone,
+        max_pages: raw.max_pages,
+        interval: interval?,
+        active_within: active_within?,
+        batch: raw.batch,
+        requests_per_minute: raw.requests_per_minute,
+    })
 }
 
 fn upstream_config(p: &mut Problems, raw: &RawUpstream) -> Option<UpstreamConfig> {
@@ -757,6 +894,7 @@ fn upstream_config(p: &mut Problems, raw: &RawUpstream) -> Option<UpstreamConfig
         addr,
         connect_timeout: connect_timeout?,
         read_timeout: read_timeout?,
+        forward_access_token: raw.forward_access_token,
     })
 }
 

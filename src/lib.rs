@@ -24,5 +24,7 @@ pub mod proxy;
 pub mod redirect;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tiktok;
+pub mod tokens;
 pub mod web;

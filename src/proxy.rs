@@ -20,6 +20,7 @@ use crate::headers;
 use crate::pages;
 use crate::paths;
 use crate::store::Identity;
+use crate::tokens::TokenError;
 use crate::web::{self, Reply};
 
 pub struct AuthProxy {
@@ -34,6 +35,8 @@ pub struct AuthProxy {
 pub struct Ctx {
     request_id: String,
     identity: Option<Arc<Identity>>,
+    /// Only with `upstream.forward_access_token`.
+    access_token: Option<String>,
     started: Instant,
     status: u16,
 }
@@ -128,6 +131,7 @@ impl ProxyHttp for AuthProxy {
         Ctx {
             request_id: String::new(),
             identity: None,
+            access_token: None,
             started: Instant::now(),
             status: 0,
         }
@@ -186,6 +190,25 @@ impl ProxyHttp for AuthProxy {
         }
 
         ctx.identity = self.session_identity(session).await;
+        if app.config.upstream.forward_access_token {
+            if let Some(id) = ctx.identity.clone() {
+                match app.tokens.access_token(app, &id.user_id).await {
+                    Ok(t) => ctx.access_token = Some(t),
+                    // The grant died: the session ends here, like any missing session.
+                    Err(TokenError::GrantDead) => ctx.identity = None,
+                    Err(e) => log::warn!("no access token to forward: {e} request_id={}", ctx.request_id),
+                }
+            }
+        }
+        if let Some(id) = &ctx.identity {
+            app.activity.seen(&id.user_id, app.clock.now());
+        }
+        // The sync endpoint lives in the app's namespace but is answered here.
+        if canonical.matching == app.sync_path && session.req_header().method == http::Method::POST {
+            let reply = crate::sync::sync_endpoint(app, ctx.identity.clone(), &ctx.request_id).await;
+            ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
+            return Ok(true);
+        }
         let path_and_query = match &query {
             Some(q) => format!("{}?{q}", canonical.forward),
             None => canonical.forward.clone(),
@@ -228,6 +251,9 @@ impl ProxyHttp for AuthProxy {
             for (name, value) in headers::identity_headers(id) {
                 up.insert_header(name, value)?;
             }
+        }
+        if let Some(token) = &ctx.access_token {
+            up.insert_header(headers::ACCESS_TOKEN, token.as_str())?;
         }
         // Our cookies (session, CSRF, login binding) are ours alone.
         let cookies: Vec<String> = up
@@ -387,7 +413,8 @@ impl AuthProxy {
             .map(|(_, v)| v.to_string())
             .collect();
         for v in values {
-            if let Some(id) = self.app.identity(&v).await {
+            // A session whose TikTok grant died no longer authenticates anyone.
+            if let Some(id) = self.app.identity(&v).await.filter(|id| id.grant_error.is_none()) {
                 return Some(id);
             }
         }

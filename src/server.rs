@@ -50,7 +50,42 @@ pub fn build(config: Config) -> Result<(Server, Arc<App>), StartError> {
             every: Duration::from_secs(60),
         },
     ));
+    server.add_service(background_service(
+        "cache invalidations",
+        Invalidations {
+            app: app.clone(),
+            every: Duration::from_millis(500),
+        },
+    ));
     Ok((server, app))
+}
+
+/// Follows the store's invalidation log, so a sign-out, a dead grant or a token refresh in
+/// another process sharing the database reaches this process's caches within a second. A
+/// read every half second, off the request path.
+struct Invalidations {
+    app: Arc<App>,
+    every: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Invalidations {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut seen = match self.app.store.run(|s| s.invalidation_head()).await {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!("cannot read the invalidation log: {e}");
+                0
+            }
+        };
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => seen = self.app.apply_invalidations(seen).await,
+            }
+        }
+    }
 }
 
 /// Deletes expired sessions and login states once a minute.

@@ -64,6 +64,45 @@ const MIGRATIONS: &[&str] = &[
         expires       INTEGER NOT NULL
     );
     CREATE INDEX login_states_expires ON login_states(expires);",
+    // 2: token lifecycle, TikTok data sync, cross-process cache invalidation.
+    "ALTER TABLE users ADD COLUMN token_obtained_at INTEGER;
+    ALTER TABLE users ADD COLUMN grant_error TEXT;
+    ALTER TABLE users ADD COLUMN bio TEXT;
+    ALTER TABLE users ADD COLUMN follower_count INTEGER;
+    ALTER TABLE users ADD COLUMN following_count INTEGER;
+    ALTER TABLE users ADD COLUMN likes_count INTEGER;
+    ALTER TABLE users ADD COLUMN tiktok_video_count INTEGER;
+    ALTER TABLE users ADD COLUMN last_synced_at INTEGER;
+    CREATE TABLE videos (
+        id              TEXT PRIMARY KEY,
+        user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        create_time     INTEGER NOT NULL,
+        title           TEXT,
+        description     TEXT,
+        cover_image_url TEXT,
+        share_url       TEXT,
+        duration        INTEGER,
+        view_count      INTEGER,
+        like_count      INTEGER,
+        comment_count   INTEGER,
+        share_count     INTEGER,
+        synced_at       INTEGER NOT NULL
+    );
+    CREATE INDEX videos_user_time ON videos(user_id, create_time DESC);
+    -- One refresh per user across processes: whoever holds the lease refreshes.
+    CREATE TABLE refresh_leases (
+        user_id TEXT PRIMARY KEY,
+        holder  TEXT NOT NULL,
+        expires INTEGER NOT NULL
+    );
+    -- Every change that makes a cached session or token stale, so other processes sharing
+    -- this file can drop their copies.
+    CREATE TABLE cache_invalidations (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id       TEXT,
+        session_token TEXT,
+        created_at    INTEGER NOT NULL
+    );",
 ];
 
 /// What the proxy needs to know about a signed-in user; cached in memory per session.
@@ -80,6 +119,9 @@ pub struct Identity {
     pub nini_score: i64,
     /// When the session ends (unix seconds).
     pub session_expires: i64,
+    /// Set when the TikTok grant died (refresh token expired or revoked): the session no
+    /// longer authenticates and `/api/auth/session` reports this next-auth error.
+    pub grant_error: Option<String>,
 }
 
 /// Profile fields read from TikTok at login.
@@ -100,6 +142,8 @@ pub struct Tokens {
     pub access_expires_at: i64,
     pub refresh_expires_at: i64,
     pub scope: String,
+    /// When TikTok issued this access token: with `access_expires_at`, its lifetime.
+    pub obtained_at: i64,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -332,7 +376,7 @@ impl Store {
                     verified = COALESCE(?5, verified),
                     access_token = ?6, refresh_token = ?7,
                     token_expires_at = ?8, refresh_expires_at = ?9, token_scope = ?10,
-                    updated_at = ?11
+                    token_obtained_at = ?12, grant_error = NULL, updated_at = ?11
                  WHERE id = ?1",
                 params![
                     user_id,
@@ -345,12 +389,16 @@ impl Store {
                     tokens.access_expires_at,
                     tokens.refresh_expires_at,
                     tokens.scope,
-                    now
+                    now,
+                    tokens.obtained_at
                 ],
             )?;
             if let Some(old) = old_session_hash {
-                tx.execute("DELETE FROM sessions WHERE session_token = ?1", params![old])?;
+                if tx.execute("DELETE FROM sessions WHERE session_token = ?1", params![old])? > 0 {
+                    invalidate(&tx, None, Some(old), now)?;
+                }
             }
+            invalidate(&tx, Some(&user_id), None, now)?;
             tx.execute(
                 "INSERT INTO sessions (session_token, user_id, expires, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![new_session_hash, user_id, session_expires, now],
@@ -367,30 +415,176 @@ impl Store {
     }
 
     /// Deletes a session; returns its user id if it existed.
-    pub fn delete_session(&self, session_hash: &str) -> Result<Option<String>, StoreError> {
+    pub fn delete_session(&self, session_hash: &str, now: i64) -> Result<Option<String>, StoreError> {
         self.with_conn(|c| {
-            Ok(c.query_row(
-                "DELETE FROM sessions WHERE session_token = ?1 RETURNING user_id",
-                params![session_hash],
-                |r| r.get(0),
+            let tx = c.transaction()?;
+            let uid: Option<String> = tx
+                .query_row(
+                    "DELETE FROM sessions WHERE session_token = ?1 RETURNING user_id",
+                    params![session_hash],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if uid.is_some() {
+                invalidate(&tx, None, Some(session_hash), now)?;
+            }
+            tx.commit()?;
+            Ok(uid)
+        })
+    }
+
+    // === token lifecycle ===
+
+    /// Takes the refresh lease for a user unless another holder has an unexpired one.
+    pub fn try_lease(&self, user_id: &str, holder: &str, now: i64, ttl: i64) -> Result<bool, StoreError> {
+        self.with_conn(|c| {
+            let n = c.execute(
+                "INSERT INTO refresh_leases (user_id, holder, expires) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(user_id) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+                 WHERE refresh_leases.expires <= ?4 OR refresh_leases.holder = excluded.holder",
+                params![user_id, holder, now + ttl, now],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    pub fn release_lease(&self, user_id: &str, holder: &str) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            c.execute(
+                "DELETE FROM refresh_leases WHERE user_id = ?1 AND holder = ?2",
+                params![user_id, holder],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Stores the tokens a refresh returned, in one transaction, only if the refresh token we
+    /// redeemed is still the stored one (compare-and-swap: a slower holder cannot overwrite a
+    /// newer rotation), and releases the lease. Returns whether the tokens were written.
+    pub fn save_refreshed(
+        &self,
+        user_id: &str,
+        redeemed_refresh_token: &str,
+        new: &Tokens,
+        holder: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let access = self
+            .keys
+            .seal(new.access_token.as_bytes(), &aad("access_token", user_id))?;
+        let refresh = self
+            .keys
+            .seal(new.refresh_token.as_bytes(), &aad("refresh_token", user_id))?;
+        let current = self.tokens(user_id)?;
+        if current.as_ref().map(|t| t.refresh_token.as_str()) != Some(redeemed_refresh_token) {
+            self.release_lease(user_id, holder)?;
+            return Ok(false);
+        }
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Re-check inside the write lock: the read above was outside it.
+            let stored: Option<String> = tx
+                .query_row("SELECT refresh_token FROM users WHERE id = ?1", params![user_id], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .flatten();
+            let still_ours = match stored {
+                Some(sealed) => {
+                    let plain = self.keys.open(&sealed, &aad("refresh_token", user_id))?;
+                    crate::crypto::ct_eq(&plain, redeemed_refresh_token.as_bytes())
+                }
+                None => false,
+            };
+            if still_ours {
+                tx.execute(
+                    "UPDATE users SET access_token = ?2, refresh_token = ?3, token_expires_at = ?4,
+                            refresh_expires_at = ?5, token_scope = ?6, token_obtained_at = ?7,
+                            grant_error = NULL, updated_at = ?7
+                     WHERE id = ?1",
+                    params![
+                        user_id,
+                        access,
+                        refresh,
+                        new.access_expires_at,
+                        new.refresh_expires_at,
+                        new.scope,
+                        now
+                    ],
+                )?;
+                invalidate(&tx, Some(user_id), None, now)?;
+            }
+            tx.execute(
+                "DELETE FROM refresh_leases WHERE user_id = ?1 AND holder = ?2",
+                params![user_id, holder],
+            )?;
+            tx.commit()?;
+            Ok(still_ours)
+        })
+    }
+
+    /// The grant is dead at TikTok: forget the tokens and flag the user, so every session of
+    /// theirs stops authenticating and reports `error` until they sign in again.
+    pub fn mark_grant_dead(&self, user_id: &str, error: &str, now: i64) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE users SET access_token = NULL, refresh_token = NULL, token_expires_at = NULL,
+                        refresh_expires_at = NULL, grant_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![user_id, error, now],
+            )?;
+            tx.execute("DELETE FROM refresh_leases WHERE user_id = ?1", params![user_id])?;
+            invalidate(&tx, Some(user_id), None, now)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    // === cross-process cache invalidation ===
+
+    /// Invalidations after `seq`, oldest first: (seq, user_id, session hash).
+    pub fn invalidations_since(&self, seq: i64) -> Result<Vec<(i64, Option<String>, Option<String>)>, StoreError> {
+        self.with_conn(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, user_id, session_token FROM cache_invalidations WHERE seq > ?1 ORDER BY seq LIMIT 10000",
+            )?;
+            let rows = st.query_map(params![seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// The newest invalidation sequence number (0 when none).
+    pub fn invalidation_head(&self) -> Result<i64, StoreError> {
+        self.with_conn(|c| {
+            Ok(
+                c.query_row("SELECT COALESCE(MAX(seq), 0) FROM cache_invalidations", [], |r| {
+                    r.get(0)
+                })?,
             )
-            .optional()?)
         })
     }
 
     /// The user's decrypted TikTok tokens, if any are stored.
     pub fn tokens(&self, user_id: &str) -> Result<Option<Tokens>, StoreError> {
-        type Row = (Option<String>, Option<String>, Option<i64>, Option<i64>, Option<String>);
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            i64,
+        );
         let row: Option<Row> = self.with_conn(|c| {
             Ok(c.query_row(
-                "SELECT access_token, refresh_token, token_expires_at, refresh_expires_at, token_scope
+                "SELECT access_token, refresh_token, token_expires_at, refresh_expires_at, token_scope,
+                        COALESCE(token_obtained_at, updated_at)
                  FROM users WHERE id = ?1",
                 params![user_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()?)
         })?;
-        let Some((Some(a), Some(r), Some(ae), Some(re), scope)) = row else {
+        let Some((Some(a), Some(r), Some(ae), Some(re), scope, obtained_at)) = row else {
             return Ok(None);
         };
         let access = self.keys.open(&a, &aad("access_token", user_id))?;
@@ -401,6 +595,7 @@ impl Store {
             access_expires_at: ae,
             refresh_expires_at: re,
             scope: scope.unwrap_or_default(),
+            obtained_at,
         }))
     }
 
@@ -422,16 +617,32 @@ impl Store {
             let tx = c.transaction()?;
             let s = tx.execute("DELETE FROM sessions WHERE expires <= ?1", params![now])?;
             let l = tx.execute("DELETE FROM login_states WHERE expires <= ?1", params![now])?;
+            // Processes poll every second or so; an hour of history is plenty.
+            tx.execute(
+                "DELETE FROM cache_invalidations WHERE created_at <= ?1",
+                params![now - 3600],
+            )?;
+            tx.execute("DELETE FROM refresh_leases WHERE expires <= ?1", params![now])?;
             tx.commit()?;
             Ok(s + l)
         })
     }
 }
 
+/// Records that cached data for a user and/or a session is stale (same transaction as the
+/// change itself).
+fn invalidate(c: &Connection, user_id: Option<&str>, session_hash: Option<&str>, now: i64) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO cache_invalidations (user_id, session_token, created_at) VALUES (?1, ?2, ?3)",
+        params![user_id, session_hash, now],
+    )?;
+    Ok(())
+}
+
 fn identity_for(c: &Connection, session_hash: &str, now: i64) -> Result<Option<Identity>, StoreError> {
     Ok(c.query_row(
         "SELECT u.id, u.tiktok_id, u.display_name, u.username, u.avatar, u.verified,
-                u.videos, u.streak, u.nini_score, s.expires
+                u.videos, u.streak, u.nini_score, s.expires, u.grant_error
          FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.session_token = ?1 AND s.expires > ?2",
         params![session_hash, now],
@@ -447,6 +658,7 @@ fn identity_for(c: &Connection, session_hash: &str, now: i64) -> Result<Option<I
                 streak: r.get(7)?,
                 nini_score: r.get(8)?,
                 session_expires: r.get(9)?,
+                grant_error: r.get(10)?,
             })
         },
     )
@@ -492,6 +704,7 @@ mod tests {
             access_expires_at: 1000,
             refresh_expires_at: 2000,
             scope: "user.info.basic".into(),
+            obtained_at: 10,
         }
     }
 

@@ -105,6 +105,7 @@ fn dummy() -> nini_auth::store::Identity {
         streak: 0,
         nini_score: 0,
         session_expires: 0,
+        grant_error: None,
     }
 }
 
