@@ -19,6 +19,8 @@ mod storage;
 mod signout;
 // next-auth REST surface: csrf, providers, session, JSON redirects.
 mod nextauth;
+// Token lifecycle: single-flight refresh, rotation, dead grants, two processes.
+mod tokens;
 // The binary: config errors, check, keygen, signals.
 mod cli;
 // A real browser (headless Chromium via playwright-core) signs in and sees the dashboard.
