@@ -952,7 +952,14 @@ fn database_path(p: &mut Problems, key: &str, raw: &str) -> Option<PathBuf> {
         p.add(key, "\":memory:\" would lose every session on restart; name a file");
         return None;
     }
-    Some(PathBuf::from(path))
+    let path = PathBuf::from(path);
+    if let Some(parent) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            p.add(key, format!("directory {} does not exist", parent.display()));
+            return None;
+        }
+    }
+    Some(path)
 }
 
 fn duration(p: &mut Problems, key: &str, raw: &str) -> Option<Duration> {
