@@ -395,12 +395,15 @@ async fn refresh(inner: &Inner, client_key: &str, refresh_token: &str) -> Result
         st.enter_refresh(&open_id);
         (open_id, st.config.refresh_delay_ms)
     };
-    let _guard = RefreshGuard { inner, open_id };
+    let guard = RefreshGuard { inner, open_id };
     if delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
     let now = inner.now();
-    inner.state().refresh(&inner.rng, now, client_key, refresh_token)
+    let result = inner.state().refresh(&inner.rng, now, client_key, refresh_token);
+    // Explicit order: the state lock above must be released before the guard takes it again.
+    drop(guard);
+    result
 }
 
 pub(crate) fn revoke(inner: &Inner, req: &Req) -> Reply {
