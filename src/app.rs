@@ -12,6 +12,7 @@ use url::Url;
 use crate::config::Config;
 use crate::cookies::CookieNames;
 use crate::crypto;
+use crate::metrics::Metrics;
 use crate::paths::ProtectedRoutes;
 use crate::store::{Identity, Store, StoreError};
 use crate::tiktok::{TikTokClient, TikTokError};
@@ -133,6 +134,7 @@ pub struct App {
     pub sessions: SessionCache,
     pub tokens: TokenManager,
     pub activity: Activity,
+    pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// `sync.path` in the canonical matching form (lowercase).
     pub sync_path: String,
@@ -140,6 +142,14 @@ pub struct App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot build the TikTok HTTP client")]
@@ -149,7 +159,8 @@ pub enum StartError {
 impl App {
     pub fn new(config: Config) -> Result<App, StartError> {
         let store = Store::open(&config.database, config.keys.clone())?;
-        let tiktok = TikTokClient::new(config.tiktok.clone(), config.redirect_uri())?;
+        let metrics = Arc::new(Metrics::new());
+        let tiktok = TikTokClient::new(config.tiktok.clone(), config.redirect_uri(), Some(metrics.clone()))?;
         let mut origin = config.public_url.clone();
         origin.set_path("/");
         Ok(App {
@@ -158,6 +169,7 @@ impl App {
             sessions: SessionCache::new(100_000),
             tokens: TokenManager::new(config.refresh_margin, config.tiktok.timeout),
             activity: Activity::default(),
+            metrics,
             sync_path: config.sync.path.to_ascii_lowercase(),
             clock: Clock::default(),
             origin,

@@ -210,6 +210,7 @@ async fn start(app: &App, req: &Request) -> Reply {
     let target = callback_target(app, raw_target);
     match start_inner(app, req, target).await {
         Ok((url, binding_cookie)) => {
+            app.metrics.oauth("started", "");
             let reply = if req.wants_json_redirect() {
                 Reply::json(200, &json!({ "url": url }))
             } else {
@@ -262,9 +263,16 @@ async fn start_inner(app: &App, req: &Request, callback_url: String) -> Result<(
 /// TikTok sends the browser back here. The state is checked (and consumed) before anything
 /// is sent to TikTok; only then is the code exchanged and a new session issued.
 async fn callback(app: &App, req: &Request) -> Reply {
+    app.metrics.oauth("callback", "");
     match callback_inner(app, req).await {
-        Ok((location, session_cookie)) => Reply::redirect(&location).set_cookie(session_cookie),
-        Err(e) => error_reply(app, req, &e),
+        Ok((location, session_cookie)) => {
+            app.metrics.oauth("completed", "");
+            Reply::redirect(&location).set_cookie(session_cookie)
+        }
+        Err(e) => {
+            app.metrics.oauth("failed", e.reason());
+            error_reply(app, req, &e)
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, ProcessEnv};
+use crate::config::{self, LogFormat, ProcessEnv};
 
 /// EX_USAGE from sysexits.h: the operator has something to fix.
 pub const EXIT_CONFIG: u8 = 64;
@@ -51,10 +51,41 @@ pub enum Command {
     },
 }
 
-pub fn init_logging() {
+/// Logs go to stderr. `text`: one human line per record. `json`: one JSON object per line
+/// (`ts`, `level`, `target`, `msg`); access lines carry their fields at the top level.
+pub fn init_logging(format: LogFormat) {
+    use std::io::Write;
     // pingora logs its start-up and shutdown chatter at info; keep ours at info and its at warn.
     let env = env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn");
-    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
+    let mut b = env_logger::Builder::from_env(env);
+    match format {
+        LogFormat::Text => {
+            b.format_timestamp_millis();
+        }
+        LogFormat::Json => {
+            b.format(|buf, record| {
+                let ts = time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                let msg = record.args().to_string();
+                let mut obj = serde_json::Map::new();
+                obj.insert("ts".into(), ts.into());
+                obj.insert("level".into(), record.level().as_str().into());
+                obj.insert("target".into(), record.target().into());
+                // Access lines are already JSON objects: lift their fields.
+                match serde_json::from_str::<serde_json::Value>(&msg) {
+                    Ok(serde_json::Value::Object(fields)) if record.target() == "nini_auth::access" => {
+                        obj.extend(fields);
+                    }
+                    _ => {
+                        obj.insert("msg".into(), msg.into());
+                    }
+                }
+                writeln!(buf, "{}", serde_json::Value::Object(obj))
+            });
+        }
+    }
+    let _ = b.try_init();
 }
 
 pub fn main() -> ExitCode {
@@ -68,8 +99,11 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging();
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    if !matches!(command, Command::Run) {
+        init_logging(LogFormat::Text);
+    }
+    match command {
         Command::Run => run(&cli.config),
         Command::Check => check(&cli.config),
         Command::Keygen => match crate::crypto::generate_key_base64() {
@@ -126,10 +160,11 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    init_logging(cfg.ops.log_format);
     let listen = cfg.listen;
     let upstream = cfg.upstream.url.clone();
     let public = cfg.public_url.clone();
-    let (server, _app) = match crate::server::build(cfg) {
+    let (server, _app) = match crate::server::build(cfg, crate::server::Mode::Process) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot start: {e}");

@@ -52,6 +52,8 @@ pub struct RawConfig {
     pub secrets: RawSecrets,
     pub routes: RawRoutes,
     pub sync: RawSync,
+    pub admin: RawAdmin,
+    pub log: RawLog,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +63,12 @@ pub struct RawServer {
     pub public_url: String,
     pub threads: usize,
     pub shutdown_timeout: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub http_redirect_listen: Option<String>,
+    pub hsts_max_age: String,
+    pub trusted_proxies: Vec<String>,
+    pub max_request_body: u64,
 }
 
 impl Default for RawServer {
@@ -70,6 +78,12 @@ impl Default for RawServer {
             public_url: "http://localhost:4180".into(),
             threads: 2,
             shutdown_timeout: "10s".into(),
+            tls_cert: None,
+            tls_key: None,
+            http_redirect_listen: None,
+            hsts_max_age: "365d".into(),
+            trusted_proxies: Vec::new(),
+            max_request_body: 10 * 1024 * 1024,
         }
     }
 }
@@ -201,6 +215,32 @@ impl Default for RawSync {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { format: "text".into() }
+    }
+}
+
 // === validated shape ===
 
 /// PKCE variant sent to TikTok (see tiktok-api.md §1.3): Web officially needs none, Desktop
@@ -266,6 +306,85 @@ pub struct UpstreamConfig {
     pub forward_access_token: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// An IP network from `server.trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (one host).
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (ip, prefix) = match s.trim().split_once('/') {
+            Some((ip, p)) => (ip, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = ip.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        // A v4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Operational settings: TLS, extra listeners, limits, logging.
+#[derive(Debug, Clone)]
+pub struct OpsConfig {
+    /// PEM certificate chain and key; when set, `server.listen` speaks TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Plain-HTTP listener that redirects everything to `public_url` (with TLS).
+    pub http_redirect_listen: Option<SocketAddr>,
+    /// `Strict-Transport-Security` max-age on https; None when zero or not https.
+    pub hsts_max_age: Option<Duration>,
+    /// Peers whose `X-Forwarded-For/Proto/Host` are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Largest request body forwarded upstream (bytes); larger gets 413.
+    pub max_request_body: u64,
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`); None when `admin.listen = ""`.
+    pub admin_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
 /// TikTok data sync (profile and videos).
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -302,6 +421,7 @@ pub struct Config {
     pub keys: KeyRing,
     pub protected: Vec<String>,
     pub sync: SyncConfig,
+    pub ops: OpsConfig,
 }
 
 impl Config {
@@ -370,6 +490,29 @@ impl Config {
             q(&format_duration(self.sync.active_within)),
             self.sync.batch,
             self.sync.requests_per_minute,
+        ) + &self.describe_ops()
+    }
+
+    fn describe_ops(&self) -> String {
+        let o = &self.ops;
+        let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+        let (cert, key) = match &o.tls {
+            Some((c, k)) => (path(c), path(k)),
+            None => ("\"\" # plain HTTP".into(), "\"\"".into()),
+        };
+        let proxies: Vec<String> = o.trusted_proxies.iter().map(|c| format!("\"{c}\"")).collect();
+        format!(
+            "\n[server] # operations\ntls_cert = {cert}\ntls_key = {key}\nhttp_redirect_listen = {}\nhsts_max_age = {}\n\
+             trusted_proxies = [{}]\nmax_request_body = {}\n\n[admin]\nlisten = {}\n\n[log]\nformat = {:?}\n",
+            o.http_redirect_listen.map(|a| format!("\"{a}\"")).unwrap_or_else(|| "\"\" # off".into()),
+            o.hsts_max_age.map(|d| format!("\"{}\"", format_duration(d))).unwrap_or_else(|| "\"0s\" # off (not https)".into()),
+            proxies.join(", "),
+            o.max_request_body,
+            o.admin_listen.map(|a| format!("\"{a}\"")).unwrap_or_else(|| "\"\" # off".into()),
+            match o.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
         )
     }
 }
@@ -462,6 +605,8 @@ const SECTIONS: &[(&str, KeyCheck)] = &[
     ("secrets", |v| v.try_into::<RawSecrets>().map(drop)),
     ("routes", |v| v.try_into::<RawRoutes>().map(drop)),
     ("sync", |v| v.try_into::<RawSync>().map(drop)),
+    ("admin", |v| v.try_into::<RawAdmin>().map(drop)),
+    ("log", |v| v.try_into::<RawLog>().map(drop)),
 ];
 
 /// Parses TOML text into the raw shape. Syntax errors stop at the first one (the rest of the
@@ -560,6 +705,8 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         secrets,
         routes,
         sync,
+        admin,
+        log,
     } = raw;
 
     // [server]
@@ -742,11 +889,12 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
     }
 
     let sync_cfg = sync_config(&mut p, sync);
+    let ops_cfg = ops_config(&mut p, &server, &admin, &log, public_url.as_ref());
 
     if !p.0.is_empty() {
         return Err(ConfigError(p.0));
     }
-    let Some(sync) = sync_cfg else {
+    let (Some(sync), Some(ops)) = (sync_cfg, ops_cfg) else {
         return Err(ConfigError(vec![Problem {
             key: "sync".into(),
             message: "internal: validation incomplete".into(),
@@ -801,12 +949,108 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
             keys,
             protected: routes.protected,
             sync,
+            ops,
         }),
         _ => Err(ConfigError(vec![Problem {
             key: "config".into(),
             message: "internal: validation incomplete".into(),
         }])),
     }
+}
+
+fn ops_config(
+    p: &mut Problems,
+    server: &RawServer,
+    admin: &RawAdmin,
+    log: &RawLog,
+    public: Option<&Url>,
+) -> Option<OpsConfig> {
+    let tls = match (&server.tls_cert, &server.tls_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => {
+            for (key, path) in [("server.tls_cert", c), ("server.tls_key", k)] {
+                if let Err(e) = std::fs::metadata(path) {
+                    p.add(key, format!("cannot read {}: {e}", path.display()));
+                }
+            }
+            Some((c.clone(), k.clone()))
+        }
+        (Some(_), None) => {
+            p.add("server.tls_key", "must be set together with server.tls_cert");
+            None
+        }
+        (None, Some(_)) => {
+            p.add("server.tls_cert", "must be set together with server.tls_key");
+            None
+        }
+    };
+    let http_redirect_listen = match &server.http_redirect_listen {
+        None => None,
+        Some(a) => match a.parse::<SocketAddr>() {
+            Ok(a) => {
+                if tls.is_none() && public.is_some_and(|u| u.scheme() != "https") {
+                    p.add(
+                        "server.http_redirect_listen",
+                        "redirects to https: needs an https server.public_url",
+                    );
+                }
+                Some(a)
+            }
+            Err(_) => {
+                p.add(
+                    "server.http_redirect_listen",
+                    format!("{a:?} is not an IP:port address"),
+                );
+                None
+            }
+        },
+    };
+    let hsts = duration(p, "server.hsts_max_age", &server.hsts_max_age);
+    let mut trusted = Vec::new();
+    for t in &server.trusted_proxies {
+        match Cidr::parse(t) {
+            Some(c) => trusted.push(c),
+            None => p.add(
+                "server.trusted_proxies",
+                format!("{t:?} is not an IP address or CIDR (e.g. \"10.0.0.0/8\")"),
+            ),
+        }
+    }
+    if server.max_request_body == 0 {
+        p.add("server.max_request_body", "must be at least 1 (bytes)");
+    }
+    let admin_listen = if admin.listen.trim().is_empty() {
+        None
+    } else {
+        match admin.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                p.add(
+                    "admin.listen",
+                    format!("{:?} is not an IP:port address (or \"\" to disable)", admin.listen),
+                );
+                None
+            }
+        }
+    };
+    let log_format = match log.format.as_str() {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        other => {
+            p.add("log.format", format!("{other:?} is not \"text\" or \"json\""));
+            None
+        }
+    };
+    let https = public.is_some_and(|u| u.scheme() == "https");
+    Some(OpsConfig {
+        tls,
+        http_redirect_listen,
+        hsts_max_age: hsts.filter(|d| https && !d.is_zero()),
+        trusted_proxies: trusted,
+        max_request_body: server.max_request_body,
+        admin_listen,
+        log_format: log_format?,
+    })
 }
 
 fn sync_config(p: &mut Problems, raw: RawSync) -> Option<SyncConfig> {

@@ -3,10 +3,14 @@
 //!
 //! The demo app renders `/`, `/dashboard` and `/profile` as HTML for browsers and answers
 //! every other request (and non-HTML requests) with a JSON echo of what it received, so tests
-//! can assert exactly which headers reached the upstream.
+//! can assert exactly which headers reached the upstream. Started with a static directory
+//! ([`serve_app_with_static`]), it also serves `GET /static/<file>` from it (the next-auth/react
+//! test page, same-origin with `/api/auth`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::Request;
@@ -20,14 +24,66 @@ use crate::pages::escape;
 pub async fn serve_app(
     listener: tokio::net::TcpListener,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_app_with_static(listener, None).await
+}
+
+/// [`serve_app`], plus `GET`/`HEAD /static/<file>` answered from `static_dir` when given
+/// (404 for a missing file; `..` and other non-plain path parts are refused).
+pub async fn serve_app_with_static(
+    listener: tokio::net::TcpListener,
+    static_dir: Option<PathBuf>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().fallback(handle);
+    let static_dir = static_dir.map(Arc::new);
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let static_dir = static_dir.clone();
+        async move {
+            let get = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+            match (static_dir, req.uri().path().strip_prefix("/static/")) {
+                (Some(dir), Some(rel)) if get => static_file(&dir, rel).await,
+                _ => handle(req).await,
+            }
+        }
+    });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             log::error!("demo app stopped: {e}");
         }
     });
     Ok((addr, task))
+}
+
+/// One file below `dir`, by its URL path relative to `/static/` (percent-decoded).
+async fn static_file(dir: &Path, rel: &str) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, "not found\n").into_response();
+    let Ok(rel) = percent_encoding::percent_decode_str(rel).decode_utf8() else {
+        return not_found();
+    };
+    let rel = Path::new(rel.as_ref());
+    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return not_found();
+    }
+    let Ok(bytes) = tokio::fs::read(dir.join(rel)).await else {
+        return not_found();
+    };
+    let content_type = match rel.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    };
+    (
+        StatusCode::OK,
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -126,6 +182,8 @@ pub fn raw_config(
     raw.tiktok.api_base_url = mock_base.to_string();
     raw.tiktok.timeout = "5s".into();
     raw.storage.database = database.display().to_string();
+    // Several sidecars run side by side in tests; the admin port is opt-in there.
+    raw.admin.listen = String::new();
     raw
 }
 
@@ -157,7 +215,7 @@ pub fn run(listen: SocketAddr) -> Result<(), String> {
     let env = std::collections::HashMap::<String, String>::new();
     let config = crate::config::validate(raw, &env, crate::config::SecretsPolicy::Generate)
         .map_err(|e| format!("demo config invalid:\n{}", e.report()))?;
-    let (server, _app) = crate::server::build(config).map_err(|e| e.to_string())?;
+    let (server, _app) = crate::server::build(config, crate::server::Mode::Embedded).map_err(|e| e.to_string())?;
     println!();
     println!("  nini-auth demo is running.");
     println!();

@@ -80,6 +80,26 @@ impl AuthError {
         }
     }
 
+    /// A short, bounded label for metrics (`nini_auth_oauth_total{stage="failed",reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Csrf => "csrf",
+            AuthError::State(StateProblem::Expired) => "state_expired",
+            AuthError::State(StateProblem::WrongBrowser) => "state_wrong_browser",
+            AuthError::State(_) => "state_invalid",
+            AuthError::ProviderError(e) if e == "access_denied" => "access_denied",
+            AuthError::ProviderError(_) => "provider_error",
+            AuthError::MissingCode => "missing_code",
+            AuthError::ScopeMissing(_) => "scope_missing",
+            AuthError::OpenIdMismatch => "open_id_mismatch",
+            AuthError::TikTok(e) if e.is_invalid_grant() => "code_rejected",
+            AuthError::TikTok(TikTokError::Timeout(_)) => "tiktok_timeout",
+            AuthError::TikTok(TikTokError::OAuth { .. }) => "tiktok_oauth_error",
+            AuthError::TikTok(_) => "tiktok_unavailable",
+            AuthError::Store(_) | AuthError::Crypto(_) => "internal",
+        }
+    }
+
     /// Bad or stale input from a browser: expected, logged quietly.
     pub fn is_client_error(&self) -> bool {
         self.status() < 500

@@ -8,6 +8,7 @@
 //! headers (`headers`).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod authflow;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod metrics;
 pub mod mock_tiktok;
 pub mod pages;
 pub mod paths;
@@ -26,5 +28,6 @@ pub mod server;
 pub mod store;
 pub mod sync;
 pub mod tiktok;
+pub mod tls;
 pub mod tokens;
 pub mod web;

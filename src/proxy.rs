@@ -1,7 +1,7 @@
 //! The pingora `ProxyHttp` implementation. `request_filter` reads as the request flow, top
-//! to bottom: request id → strip spoofable headers → canonical path → own endpoints →
-//! session → protected-route decision. Decisions are small functions elsewhere; this file
-//! only moves bytes between pingora and them.
+//! to bottom: request id → forwarding info from trusted proxies → strip spoofable headers →
+//! limits → canonical path → own endpoints → session → protected-route decision. Decisions
+//! are small functions elsewhere; this file only moves bytes between pingora and them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::authflow;
+use crate::config::LogFormat;
 use crate::crypto;
 use crate::headers;
 use crate::pages;
@@ -29,7 +30,12 @@ pub struct AuthProxy {
     /// For our HTML pages. `form-action` must allow TikTok's origin: the sign-in form posts
     /// here and is redirected there, and browsers apply the directive to that redirect.
     csp: String,
+    /// `Strict-Transport-Security` value when the public URL is https.
+    hsts: Option<String>,
 }
+
+/// Total size of request header names and values we accept (431 beyond).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Per-request facts.
 pub struct Ctx {
@@ -37,8 +43,45 @@ pub struct Ctx {
     identity: Option<Arc<Identity>>,
     /// Only with `upstream.forward_access_token`.
     access_token: Option<String>,
+    /// What a trusted proxy in front of us said about the client (None otherwise).
+    forwarded: Option<Forwarded>,
+    /// Route class for metrics: auth, sync, protected, public, rejected.
+    route: &'static str,
     started: Instant,
+    upstream_started: Option<Instant>,
+    body_bytes: u64,
     status: u16,
+    counted: bool,
+}
+
+/// `X-Forwarded-*` as sent by a peer in `server.trusted_proxies`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forwarded {
+    pub for_chain: Option<String>,
+    pub proto: Option<String>,
+    pub host: Option<String>,
+}
+
+impl Forwarded {
+    /// Reads the forwarding headers, keeping only well-formed values.
+    pub fn from_headers(h: &http::HeaderMap) -> Forwarded {
+        let get = |n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let for_chain =
+            get("x-forwarded-for").filter(|v| v.split(',').all(|ip| ip.trim().parse::<std::net::IpAddr>().is_ok()));
+        let proto = get("x-forwarded-proto").filter(|v| *v == "http" || *v == "https");
+        let host = get("x-forwarded-host")
+            .filter(|v| v.len() <= 255 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
+        Forwarded {
+            for_chain: for_chain.map(String::from),
+            proto: proto.map(String::from),
+            host: host.map(String::from),
+        }
+    }
 }
 
 impl AuthProxy {
@@ -52,7 +95,12 @@ impl AuthProxy {
              form-action 'self' {}; frame-ancestors 'none'; base-uri 'none'",
             app.config.tiktok.authorize_url.origin().ascii_serialization()
         );
-        AuthProxy { app, peer, csp }
+        let hsts = app
+            .config
+            .ops
+            .hsts_max_age
+            .map(|d| format!("max-age={}; includeSubDomains", d.as_secs()));
+        AuthProxy { app, peer, csp, hsts }
     }
 }
 
@@ -108,6 +156,30 @@ fn bad_path_reply(navigation: bool, request_id: &str, lang: pages::Lang) -> Repl
     }
 }
 
+/// Size limits checked before anything else reads the request: total header bytes (431) and
+/// a declared body larger than `server.max_request_body` (413).
+pub fn limits_exceeded(req: &RequestHeader, max_body: u64, request_id: &str) -> Option<Reply> {
+    let header_bytes: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Some(Reply::json(
+            431,
+            &json!({ "error": "headers_too_large", "requestId": request_id }),
+        ));
+    }
+    let declared = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body) {
+        return Some(Reply::json(
+            413,
+            &json!({ "error": "payload_too_large", "requestId": request_id }),
+        ));
+    }
+    None
+}
+
 fn is_navigation(req: &RequestHeader) -> bool {
     web::is_navigation(&req.method, &req.headers)
 }
@@ -132,22 +204,39 @@ impl ProxyHttp for AuthProxy {
             request_id: String::new(),
             identity: None,
             access_token: None,
+            forwarded: None,
+            route: "public",
             started: Instant::now(),
+            upstream_started: None,
+            body_bytes: 0,
             status: 0,
+            counted: false,
         }
     }
 
     /// Ok(true) means the response was written here and the upstream is never contacted.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let app = &self.app;
+        app.metrics.request_started();
+        ctx.counted = true;
         ctx.request_id = request_id(session.get_header("x-request-id").and_then(|v| v.to_str().ok()));
 
-        // Spoofed identity headers go before anything looks at the request.
+        // Only a trusted proxy may tell us who the client is; read that before stripping.
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        if peer.is_some_and(|ip| app.config.ops.trusted_proxies.iter().any(|c| c.contains(ip))) {
+            ctx.forwarded = Some(Forwarded::from_headers(&session.req_header().headers));
+        }
+        // Spoofed identity and forwarding headers go before anything looks at the request.
         strip_spoofable(session.req_header_mut());
 
         let req = session.req_header();
         let navigation = is_navigation(req);
         let lang = pages::negotiate(None, req.headers.get("accept-language").and_then(|v| v.to_str().ok()));
+        if let Some(reply) = limits_exceeded(req, app.config.ops.max_request_body, &ctx.request_id) {
+            ctx.route = "rejected";
+            ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
+            return Ok(true);
+        }
         let query = req.uri.query().map(String::from);
         let canonical = if req.raw_path_is_utf8() {
             paths::canonicalize(req.uri.path())
@@ -158,6 +247,7 @@ impl ProxyHttp for AuthProxy {
             Ok(c) => c,
             Err(e) => {
                 log::info!("rejected path: {e} request_id={}", ctx.request_id);
+                ctx.route = "rejected";
                 ctx.status = self
                     .write_reply(
                         session,
@@ -170,6 +260,7 @@ impl ProxyHttp for AuthProxy {
         };
 
         if authflow::is_auth_path(&canonical.matching) {
+            ctx.route = "auth";
             let Some(body) = read_body(session).await? else {
                 let reply = Reply::json(413, &json!({ "error": "payload_too_large" }));
                 ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
@@ -205,6 +296,7 @@ impl ProxyHttp for AuthProxy {
         }
         // The sync endpoint lives in the app's namespace but is answered here.
         if canonical.matching == app.sync_path && session.req_header().method == http::Method::POST {
+            ctx.route = "sync";
             let reply = crate::sync::sync_endpoint(app, ctx.identity.clone(), &ctx.request_id).await;
             ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
             return Ok(true);
@@ -213,7 +305,9 @@ impl ProxyHttp for AuthProxy {
             Some(q) => format!("{}?{q}", canonical.forward),
             None => canonical.forward.clone(),
         };
-        if ctx.identity.is_none() && app.protected.is_protected(&canonical) {
+        let protected = app.protected.is_protected(&canonical);
+        ctx.route = if protected { "protected" } else { "public" };
+        if ctx.identity.is_none() && protected {
             let reply = unauthenticated(app, navigation, &path_and_query);
             ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
             return Ok(true);
@@ -280,35 +374,75 @@ impl ProxyHttp for AuthProxy {
                 up.insert_header("Connection", c)?;
             }
         }
-        // Client-sent forwarding headers are not trusted; say what we know.
-        for h in [
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "forwarded",
-            "x-forwarded-uri",
-            "x-original-uri",
-        ] {
-            while up.remove_header(h).is_some() {}
+        // Client-sent forwarding headers are gone (strip_spoofable); say what we know, and
+        // what a trusted proxy told us.
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        let fwd = ctx.forwarded.clone().unwrap_or_default();
+        let xff = match (fwd.for_chain, peer) {
+            (Some(chain), Some(p)) => Some(format!("{chain}, {p}")),
+            (None, Some(p)) => Some(p),
+            (chain, None) => chain,
+        };
+        if let Some(v) = xff {
+            up.insert_header("X-Forwarded-For", v)?;
         }
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            up.insert_header("X-Forwarded-For", addr.ip().to_string())?;
-        }
-        up.insert_header("X-Forwarded-Proto", self.app.config.public_url.scheme())?;
-        if let Some(host) = self.app.config.public_url.host_str() {
-            let host = match self.app.config.public_url.port() {
-                Some(p) => format!("{host}:{p}"),
-                None => host.to_string(),
-            };
-            up.insert_header("X-Forwarded-Host", host)?;
+        let public = &self.app.config.public_url;
+        let proto = fwd.proto.unwrap_or_else(|| public.scheme().to_string());
+        up.insert_header("X-Forwarded-Proto", proto)?;
+        let host = fwd.host.or_else(|| {
+            public.host_str().map(|h| match public.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        });
+        if let Some(h) = host {
+            up.insert_header("X-Forwarded-Host", h)?;
         }
         up.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Content-Length was checked up front; this catches chunked bodies.
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > self.app.config.ops.max_request_body {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over server.max_request_body");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(t) = ctx.upstream_started {
+            self.app
+                .metrics
+                .upstream(resp.status.as_u16(), t.elapsed().as_secs_f64());
+        }
         Ok(())
     }
 
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         ctx.status = resp.status.as_u16();
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(v) = &self.hsts {
+            resp.insert_header("Strict-Transport-Security", v.as_str())?;
+        }
         Ok(())
     }
 
@@ -332,10 +466,11 @@ impl ProxyHttp for AuthProxy {
                 None,
                 session.get_header("accept-language").and_then(|v| v.to_str().ok()),
             );
-            let name = if code == 504 {
-                "UpstreamTimeout"
-            } else {
-                "UpstreamUnavailable"
+            let name = match code {
+                504 => "UpstreamTimeout",
+                413 => "PayloadTooLarge",
+                400..=499 => "BadRequest",
+                _ => "UpstreamUnavailable",
             };
             let reply = if navigation {
                 Reply::html(code, pages::error(lang, name, &ctx.request_id, "/", "/"))
@@ -362,17 +497,43 @@ impl ProxyHttp for AuthProxy {
         } else {
             session.response_written().map(|r| r.status.as_u16()).unwrap_or(0)
         };
-        log::info!(
-            target: "nini_auth::access",
-            "{} {} {} {}ms user={} request_id={}{}",
-            req.method,
-            req.uri.path(),
-            status,
-            ctx.started.elapsed().as_millis(),
-            ctx.identity.as_ref().map(|i| i.user_id.as_str()).unwrap_or("-"),
-            ctx.request_id,
-            e.map(|e| format!(" error={:?}", e.etype())).unwrap_or_default(),
-        );
+        if ctx.counted {
+            self.app.metrics.request_finished(ctx.route, status);
+        }
+        let user = ctx.identity.as_ref().map(|i| i.user_id.as_str()).unwrap_or("-");
+        let ms = ctx.started.elapsed().as_millis() as u64;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        match self.app.config.ops.log_format {
+            LogFormat::Json => {
+                let line = json!({
+                    "method": req.method.as_str(),
+                    "path": req.uri.path(),
+                    "status": status,
+                    "duration_ms": ms,
+                    "route": ctx.route,
+                    "user": user,
+                    "request_id": ctx.request_id,
+                    "peer": peer,
+                    "error": e.map(|e| format!("{:?}", e.etype())),
+                });
+                log::info!(target: "nini_auth::access", "{line}");
+            }
+            LogFormat::Text => log::info!(
+                target: "nini_auth::access",
+                "{} {} {} {}ms route={} user={} request_id={}{}",
+                req.method,
+                req.uri.path(),
+                status,
+                ms,
+                ctx.route,
+                user,
+                ctx.request_id,
+                e.map(|e| format!(" error={:?}", e.etype())).unwrap_or_default(),
+            ),
+        }
     }
 }
 
@@ -386,6 +547,9 @@ impl AuthProxy {
         h.insert_header("X-Request-Id", request_id)?;
         h.insert_header("X-Content-Type-Options", "nosniff")?;
         h.insert_header("Referrer-Policy", "no-referrer")?;
+        if let Some(v) = &self.hsts {
+            h.insert_header("Strict-Transport-Security", v.as_str())?;
+        }
         if reply
             .header_value("Content-Type")
             .is_some_and(|c| c.starts_with("text/html"))

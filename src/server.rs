@@ -16,17 +16,30 @@ use crate::app::{App, StartError};
 use crate::config::Config;
 use crate::proxy::AuthProxy;
 
+/// How the server will be run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The `nini-auth` process: on SIGTERM/SIGINT stop accepting, wait for in-flight
+    /// requests (at most `shutdown_timeout`), then exit the process.
+    Process,
+    /// Inside another program (tests, `demo`): stop at once when told, never exit.
+    Embedded,
+}
+
 /// Builds the server and the shared app state. Nothing listens until `run`.
-pub fn build(config: Config) -> Result<(Server, Arc<App>), StartError> {
+pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<App>), StartError> {
     let app = Arc::new(App::new(config)?);
     let cfg = &app.config;
+    // pingora counts whole seconds: round up so "1500ms" means 2 s, never less.
+    let drain_secs = cfg.shutdown_timeout.as_millis().div_ceil(1000).max(1) as u64;
     let mut conf = ServerConf {
         threads: cfg.threads,
-        // pingora's default is a 300 s pause before shutting down; ours stops accepting at
-        // once and gives in-flight requests `shutdown_timeout` to finish.
-        grace_period_seconds: Some(0),
-        // pingora counts whole seconds: round up so "1500ms" means 2 s, never less.
-        graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_millis().div_ceil(1000).max(1) as u64),
+        // On shutdown pingora stops the listeners, then sleeps the grace period, then stops
+        // its runtimes (cancelling whatever still runs). The grace period is our drain; the
+        // Drain service below ends the process as soon as nothing is in flight, so an idle
+        // sidecar still stops at once. (pingora's default grace period is 300 s.)
+        grace_period_seconds: Some(if mode == Mode::Process { drain_secs } else { 0 }),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     // Two instances on one host must not share pingora's default /tmp paths.
@@ -40,9 +53,26 @@ pub fn build(config: Config) -> Result<(Server, Arc<App>), StartError> {
         .to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    // Bind the admin port first: a taken port must fail the start, with its address.
+    let admin = match cfg.ops.admin_listen {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?),
+        None => None,
+    };
     let mut proxy = http_proxy_service(&server.configuration, AuthProxy::new(app.clone()));
-    proxy.add_tcp(&cfg.listen.to_string());
+    crate::tls::add_proxy_listener(&mut proxy, cfg)?;
     server.add_service(proxy);
+    if let Some(listener) = admin {
+        server.add_service(background_service(
+            "admin",
+            crate::admin::AdminService {
+                app: app.clone(),
+                listener: std::sync::Mutex::new(Some(listener)),
+            },
+        ));
+    }
+    if mode == Mode::Process {
+        server.add_service(background_service("drain", Drain { app: app.clone() }));
+    }
     server.add_service(background_service(
         "purge expired sessions",
         Purger {
@@ -56,6 +86,10 @@ pub fn build(config: Config) -> Result<(Server, Arc<App>), StartError> {
             app: app.clone(),
             every: Duration::from_millis(500),
         },
+    ));
+    server.add_service(background_service(
+        "tiktok data sync",
+        crate::sync::BackgroundSync { app: app.clone() },
     ));
     Ok((server, app))
 }
@@ -88,6 +122,42 @@ impl BackgroundService for Invalidations {
     }
 }
 
+/// After shutdown starts (listeners already closed), waits until no request is in flight,
+/// bounded by pingora's grace period, then exits: pingora would otherwise sleep the whole
+/// grace period even when idle.
+struct Drain {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.app.config.shutdown_timeout;
+        loop {
+            let n = self.app.metrics.in_flight_now();
+            if n <= 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                log::warn!("shutdown: {n} request(s) still in flight after the drain timeout");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Every change is already committed (WAL, synchronous=FULL); fold the WAL back into
+        // the main file so a backup of the .db alone is complete.
+        if let Err(e) = self.app.store.run(|s| s.checkpoint()).await {
+            log::warn!("shutdown: WAL checkpoint failed: {e}");
+        }
+        log::info!("nini-auth stopped");
+        log::logger().flush();
+        std::process::exit(0);
+    }
+}
+
 /// Deletes expired sessions and login states once a minute.
 struct Purger {
     app: Arc<App>,
@@ -107,6 +177,9 @@ impl BackgroundService for Purger {
                         Ok(0) => {}
                         Ok(n) => log::debug!("purged {n} expired session/login rows"),
                         Err(e) => log::warn!("purge failed: {e}"),
+                    }
+                    if let Ok(n) = self.app.store.run(move |s| s.count_sessions(now)).await {
+                        self.app.metrics.active_sessions.set(n);
                     }
                 }
             }
@@ -165,7 +238,7 @@ impl Running {
     /// Starts the sidecar and waits (bounded) until its port accepts connections.
     pub fn start(config: Config) -> Result<Running, String> {
         let addr = config.listen;
-        let (server, app) = build(config).map_err(|e| e.to_string())?;
+        let (server, app) = build(config, Mode::Embedded).map_err(|e| e.to_string())?;
         let stop = Arc::new(tokio::sync::Notify::new());
         let stop2 = stop.clone();
         // RunArgs is not Send, so it is made inside the thread; pingora builds its own

@@ -9,6 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::crypto::{self, CryptoError, KeyRing};
 
+pub mod sync;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error")]
@@ -237,6 +239,53 @@ impl Store {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut guard)
+    }
+
+    /// Readiness: the file at `path` is still the database we opened, is writable (by its
+    /// mode bits, which hold for root too), and a write transaction commits.
+    pub fn ready(&self, path: &Path) -> Result<(), StoreError> {
+        let unready = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| unready(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(unready("not a regular file".into()));
+        }
+        if meta.permissions().readonly() {
+            return Err(unready("file is read-only".into()));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let dmeta = std::fs::metadata(dir).map_err(|e| unready(e.to_string()))?;
+            if dmeta.permissions().readonly() {
+                return Err(unready("directory is read-only (WAL files cannot be created)".into()));
+            }
+        }
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE refresh_leases SET expires = expires WHERE 0", [])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Moves the WAL's content into the main database file (at shutdown).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
+    /// Unexpired sessions (for the active-sessions gauge).
+    pub fn count_sessions(&self, now: i64) -> Result<i64, StoreError> {
+        self.with_conn(|c| {
+            Ok(
+                c.query_row("SELECT count(*) FROM sessions WHERE expires > ?1", params![now], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
     }
 
     /// Readiness: the database answers and accepts a write transaction.

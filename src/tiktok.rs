@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use std::sync::Arc;
+
 use crate::config::{Pkce, TikTokConfig};
+use crate::metrics::Metrics;
 
 /// User-info fields and the scope each needs (tiktok-api.md §5.1). We ask only for fields
 /// the granted scopes cover; TikTok answers 400/401 otherwise.
@@ -52,6 +55,14 @@ pub enum TikTokError {
     Transport(#[source] reqwest::Error),
     #[error("unexpected answer from TikTok (HTTP {status})")]
     BadResponse { status: u16 },
+    /// A transient failure (429, 5xx) that came with a `Retry-After`: TikTok said when to
+    /// come back. Only the Display API calls made for the data sync produce it.
+    #[error("TikTok asked to retry after {after:?}")]
+    RetryAfter {
+        after: Duration,
+        #[source]
+        source: Box<TikTokError>,
+    },
 }
 
 impl TikTokError {
@@ -77,6 +88,37 @@ impl TikTokError {
                 code == "rate_limit_exceeded" || code == "internal_error" || *status >= 500
             }
             TikTokError::OAuth { error, .. } => error == "server_error" || error == "temporarily_unavailable",
+            TikTokError::RetryAfter { source, .. } => source.is_transient(),
+        }
+    }
+
+    /// The label this error is counted under: TikTok's code, or what went wrong on the wire.
+    pub fn metric_code(&self) -> String {
+        match self {
+            TikTokError::OAuth { error, .. } => error.clone(),
+            TikTokError::Api { code, .. } => code.clone(),
+            TikTokError::Timeout(_) => "timeout".into(),
+            TikTokError::Transport(_) => "transport".into(),
+            TikTokError::BadResponse { status } => format!("http_{status}"),
+            TikTokError::RetryAfter { source, .. } => source.metric_code(),
+        }
+    }
+
+    /// TikTok's own rate limit: 429 `rate_limit_exceeded` (tiktok-api.md §7).
+    pub fn is_rate_limited(&self) -> bool {
+        match self {
+            TikTokError::Api { code, status, .. } => code == "rate_limit_exceeded" || *status == 429,
+            TikTokError::BadResponse { status } => *status == 429,
+            TikTokError::RetryAfter { source, .. } => source.is_rate_limited(),
+            _ => false,
+        }
+    }
+
+    /// The `Retry-After` TikTok sent with a transient failure, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TikTokError::RetryAfter { after, .. } => Some(*after),
+            _ => None,
         }
     }
 }
@@ -154,6 +196,72 @@ struct UserData {
     user: UserInfo,
 }
 
+/// The `video/list` fields the sync asks for (tiktok-api.md §6).
+const VIDEO_FIELDS: &str =
+    "id,create_time,title,video_description,cover_image_url,share_url,duration,view_count,like_count,comment_count,share_count";
+
+/// TikTok's page size limit for `video/list`; more is `invalid_params`.
+pub const MAX_VIDEO_PAGE: u32 = 20;
+
+/// One public video as `video/list` returns it; only requested fields are present.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Video {
+    /// Numeric-looking but longer than 2^53: kept as a string, accepted as a number too.
+    #[serde(default, deserialize_with = "id_string")]
+    pub id: Option<String>,
+    /// UTC epoch seconds (the cursor is milliseconds).
+    pub create_time: Option<i64>,
+    pub title: Option<String>,
+    pub video_description: Option<String>,
+    pub cover_image_url: Option<String>,
+    pub share_url: Option<String>,
+    pub duration: Option<i64>,
+    pub view_count: Option<i64>,
+    pub like_count: Option<i64>,
+    pub comment_count: Option<i64>,
+    pub share_count: Option<i64>,
+}
+
+/// One `video/list` page. `cursor` (milliseconds) is what the next request sends.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct VideoPage {
+    #[serde(default)]
+    pub videos: Vec<Video>,
+    #[serde(default)]
+    pub cursor: Option<i64>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+    }
+    Ok(match Option::<Id>::deserialize(d)? {
+        Some(Id::Text(s)) => Some(s),
+        Some(Id::Unsigned(n)) => Some(n.to_string()),
+        Some(Id::Signed(n)) => Some(n.to_string()),
+        None => None,
+    })
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date; capped, since a hostile or broken value
+/// must not park a sync for days.
+fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    const MAX: u64 = 3_600;
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(MAX)));
+    }
+    let when = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    let secs = when.as_second().saturating_sub(jiff::Timestamp::now().as_second());
+    Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0).min(MAX)))
+}
+
 pub fn split_scopes(s: &str) -> Vec<&str> {
     s.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()
 }
@@ -172,10 +280,15 @@ pub struct TikTokClient {
     http: reqwest::Client,
     cfg: TikTokConfig,
     redirect_uri: String,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl TikTokClient {
-    pub fn new(cfg: TikTokConfig, redirect_uri: String) -> Result<TikTokClient, TikTokError> {
+    pub fn new(
+        cfg: TikTokConfig,
+        redirect_uri: String,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<TikTokClient, TikTokError> {
         let http = reqwest::Client::builder()
             // TikTok never redirects API calls; following one would be an SSRF vector.
             .redirect(reqwest::redirect::Policy::none())
@@ -188,6 +301,7 @@ impl TikTokClient {
             http,
             cfg,
             redirect_uri,
+            metrics,
         })
     }
 
@@ -240,7 +354,7 @@ impl TikTokClient {
         if let Some(v) = code_verifier {
             form.push(("code_verifier", v));
         }
-        self.token_request(&form).await
+        self.observed("token", self.token_request(&form)).await
     }
 
     /// Redeems a refresh token; the answer carries a new (rotated) refresh token.
@@ -251,7 +365,7 @@ impl TikTokClient {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ];
-        self.token_request(&form).await
+        self.observed("refresh", self.token_request(&form)).await
     }
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<TokenResponse, TikTokError> {
@@ -282,6 +396,10 @@ impl TikTokClient {
 
     /// Revokes the grant behind an access token. Success is any 2xx without an `error`.
     pub async fn revoke(&self, access_token: &str) -> Result<(), TikTokError> {
+        self.observed("revoke", self.revoke_inner(access_token)).await
+    }
+
+    async fn revoke_inner(&self, access_token: &str) -> Result<(), TikTokError> {
         let form = [
             ("client_key", self.cfg.client_key.as_str()),
             ("client_secret", self.cfg.client_secret.expose()),
@@ -309,6 +427,11 @@ impl TikTokClient {
 
     /// Reads the user's profile, asking only for `fields`.
     pub async fn user_info(&self, access_token: &str, fields: &[&str]) -> Result<UserInfo, TikTokError> {
+        self.observed("user_info", self.user_info_inner(access_token, fields))
+            .await
+    }
+
+    async fn user_info_inner(&self, access_token: &str, fields: &[&str]) -> Result<UserInfo, TikTokError> {
         let mut url = self.api("/v2/user/info/");
         url.query_pairs_mut().append_pair("fields", &fields.join(","));
         let resp = self.send(self.http.get(url).bearer_auth(access_token)).await?;
@@ -382,6 +505,81 @@ impl TikTokClient {
                 Err(e) => return Err(TikTokError::Transport(e)),
             }
         }
+    }
+
+    /// One page of the user's public videos, newest first. `cursor` is the previous page's
+    /// `cursor` (milliseconds), `None` for the first page; `max_count` is clamped to 1..=20.
+    /// A transient failure carries TikTok's `Retry-After` (see [`TikTokError::retry_after`]).
+    pub async fn video_list(
+        &self,
+        access_token: &str,
+        cursor: Option<i64>,
+        max_count: u32,
+    ) -> Result<VideoPage, TikTokError> {
+        let mut url = self.api("/v2/video/list/");
+        url.query_pairs_mut().append_pair("fields", VIDEO_FIELDS);
+        let mut body = serde_json::Map::new();
+        body.insert("max_count".into(), max_count.clamp(1, MAX_VIDEO_PAGE).into());
+        if let Some(c) = cursor {
+            body.insert("cursor".into(), c.into());
+        }
+        let req = self.http.post(url).bearer_auth(access_token).json(&body);
+        self.display_api(req).await
+    }
+
+    /// [`TikTokClient::user_info`] for the data sync: the same request, but a transient
+    /// failure carries TikTok's `Retry-After`.
+    pub async fn user_info_with_retry_after(
+        &self,
+        access_token: &str,
+        fields: &[&str],
+    ) -> Result<UserInfo, TikTokError> {
+        let mut url = self.api("/v2/user/info/");
+        url.query_pairs_mut().append_pair("fields", &fields.join(","));
+        let data: UserData = self.display_api(self.http.get(url).bearer_auth(access_token)).await?;
+        Ok(data.user)
+    }
+
+    async fn display_api<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, TikTokError> {
+        let resp = self.send(req).await?;
+        let retry_after = parse_retry_after(resp.headers());
+        self.envelope(resp).await.map_err(|e| match retry_after {
+            Some(after) if e.is_transient() => TikTokError::RetryAfter {
+                after,
+                source: Box::new(e),
+            },
+            _ => e,
+        })
+    }
+}
+
+impl TikTokClient {
+    /// Records a call's outcome and latency under `endpoint` (metrics: by TikTok's
+    /// `error.code`, or `timeout` / `transport` / `http_<status>`).
+    pub async fn observed<T>(
+        &self,
+        endpoint: &str,
+        call: impl std::future::Future<Output = Result<T, TikTokError>>,
+    ) -> Result<T, TikTokError> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        if let Some(m) = &self.metrics {
+            let code = match &result {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.metric_code(),
+            };
+            // Codes come from TikTok: keep the label set bounded.
+            let code: String = code
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(40)
+                .collect();
+            m.tiktok(endpoint, &code, started.elapsed().as_secs_f64());
+        }
+        result
     }
 }
 

@@ -165,6 +165,7 @@ impl TokenManager {
                 // Fresh: another task or process refreshed while we waited, or it never was due.
                 if waited {
                     self.count(|s| s.waited += 1);
+                    app.metrics.refresh("waited");
                 }
                 self.remember(user_id, &tokens);
                 return Ok(tokens.access_token);
@@ -229,6 +230,7 @@ impl TokenManager {
                     };
                 }
                 self.count(|s| s.refreshed += 1);
+                app.metrics.refresh("ok");
                 log::info!("refreshed TikTok access token for user {user_id}");
                 self.remember(user_id, &new);
                 app.sessions.remove_user(user_id);
@@ -238,6 +240,8 @@ impl TokenManager {
                 let (uid, holder) = (user_id.to_string(), self.holder.clone());
                 let _ = app.store.run(move |s| s.release_lease(&uid, &holder)).await;
                 self.count(|s| s.failed += 1);
+                app.metrics
+                    .refresh(if e.is_invalid_grant() { "grant_dead" } else { "failed" });
                 if !e.is_invalid_grant() {
                     log::warn!("TikTok refresh for user {user_id} failed: {e}");
                     return Err(TokenError::TikTok(e));

@@ -167,7 +167,7 @@ fn start_binary(dir: &std::path::Path) -> (std::process::Child, std::net::Socket
         dir,
         "run.toml",
         &format!(
-            "[server]\nlisten = \"{listen}\"\npublic_url = \"http://{listen}\"\nshutdown_timeout = \"3s\"\n[storage]\ndatabase = \"{}\"\n[tiktok]\nclient_key = \"k\"\n",
+            "[admin]\nlisten = \"\"\n[server]\nlisten = \"{listen}\"\npublic_url = \"http://{listen}\"\nshutdown_timeout = \"3s\"\n[storage]\ndatabase = \"{}\"\n[tiktok]\nclient_key = \"k\"\n",
             dir.join("run.db").display()
         ),
     );

@@ -19,6 +19,8 @@ mod storage;
 mod signout;
 // next-auth REST surface: csrf, providers, session, JSON redirects.
 mod nextauth;
+// The real next-auth/react client (npm) from Node and in headless Chromium.
+mod nextauth_client;
 // Token lifecycle: single-flight refresh, rotation, dead grants, two processes.
 mod tokens;
 // The binary: config errors, check, keygen, signals.

@@ -26,6 +26,8 @@ pub struct TestEnv {
 pub struct Builder {
     mock: Box<dyn FnOnce(&mut MockConfig)>,
     raw: Box<dyn FnOnce(&mut RawConfig)>,
+    /// The demo upstream also serves `/static/*` from here (see `Builder::static_dir`).
+    static_dir: Option<PathBuf>,
 }
 
 impl TestEnv {
@@ -33,6 +35,7 @@ impl TestEnv {
         Builder {
             mock: Box::new(|_| {}),
             raw: Box::new(|_| {}),
+            static_dir: None,
         }
     }
 
@@ -75,6 +78,12 @@ impl Builder {
         self
     }
 
+    /// The demo upstream serves `GET /static/<file>` from `dir` (same origin as `/api/auth`).
+    pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Builder {
+        self.static_dir = Some(dir.into());
+        self
+    }
+
     pub async fn start(self) -> TestEnv {
         let dir = tempfile::tempdir().expect("tempdir");
         let listen = free_port().expect("free port");
@@ -86,7 +95,9 @@ impl Builder {
         let ul = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
-        let (upstream, upstream_task) = nini_auth::demo::serve_app(ul).await.expect("upstream starts");
+        let (upstream, upstream_task) = nini_auth::demo::serve_app_with_static(ul, self.static_dir)
+            .await
+            .expect("upstream starts");
         let raw_db = dir.path().join("nini-auth.db");
         let mut raw = nini_auth::demo::raw_config(listen, &mock.base_url(), upstream, &raw_db);
         let keys = vec![nini_auth::crypto::generate_key_base64().expect("key")];

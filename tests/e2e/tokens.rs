@@ -220,7 +220,7 @@ fn spawn_sidecar(env: &TestEnv, dir: &std::path::Path, name: &str) -> (std::proc
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"{listen}\"\npublic_url = \"http://{listen}\"\nshutdown_timeout = \"2s\"\n\
+            "[admin]\nlisten = \"\"\n[server]\nlisten = \"{listen}\"\npublic_url = \"http://{listen}\"\nshutdown_timeout = \"2s\"\n\
              [upstream]\nurl = \"http://{}\"\nforward_access_token = true\n\
              [tiktok]\nclient_key = \"{}\"\nscopes = [\"user.info.basic\", \"user.info.profile\", \"user.info.stats\", \"video.list\"]\n\
              authorize_url = \"{}/v2/auth/authorize/\"\napi_base_url = \"{}\"\n\

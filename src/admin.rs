@@ -1,0 +1,83 @@
+//! The admin listener, on its own address (never through the proxy port):
+//! `GET /healthz` (the process is alive), `GET /readyz` (database writable, config loaded;
+//! 503 otherwise) and `GET /metrics` (Prometheus text).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::app::App;
+
+/// Serves the admin endpoints on a listener bound at start-up (so a bad address fails the
+/// start, not later).
+pub struct AdminService {
+    pub app: Arc<App>,
+    pub listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+            return;
+        };
+        let listener = match std_listener
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("admin listener unusable: {e}");
+                return;
+            }
+        };
+        let app = self.app.clone();
+        let router = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+            .route(
+                "/readyz",
+                axum::routing::get({
+                    let app = app.clone();
+                    move || readyz(app.clone())
+                }),
+            )
+            .route(
+                "/metrics",
+                axum::routing::get({
+                    let app = app.clone();
+                    move || metrics(app.clone())
+                }),
+            );
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            log::error!("admin listener stopped: {e}");
+        }
+    }
+}
+
+async fn readyz(app: Arc<App>) -> impl IntoResponse {
+    let path = app.config.database.clone();
+    match app.store.run(move |s| s.ready(&path)).await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(e) => {
+            log::warn!("not ready: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"))
+        }
+    }
+}
+
+async fn metrics(app: Arc<App>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+}

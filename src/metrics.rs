@@ -1,0 +1,225 @@
+//! Every Prometheus metric the sidecar exports, defined once, with small recording helpers.
+//! All names start with `nini_auth_`; docs/operations.md lists them with the questions they
+//! answer. Nothing else in the crate creates metrics.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Seconds; from 1 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route class (`auth`, `protected`, `public`, `sync`, `rejected`) and status.
+    pub requests: IntCounterVec,
+    /// Time from the upstream request to its response header, by status class.
+    pub upstream_latency: HistogramVec,
+    /// The OAuth funnel: `started`, `callback`, `completed`, `failed` (by reason).
+    pub oauth: IntCounterVec,
+    /// Token refreshes by outcome: `ok`, `failed`, `grant_dead`, `waited`.
+    pub refreshes: IntCounterVec,
+    /// TikTok API calls by endpoint and `error.code` (`ok` on success, `transport`, `timeout`, ...).
+    pub tiktok_calls: IntCounterVec,
+    pub tiktok_latency: HistogramVec,
+    /// Sync jobs by trigger (`user`, `background`) and outcome.
+    pub syncs: IntCounterVec,
+    /// Unexpired sessions in the store (sampled by the purge job).
+    pub active_sessions: IntGauge,
+    /// Requests being handled right now (what a graceful shutdown waits for).
+    pub in_flight: IntGauge,
+    /// Unix time the process started, for uptime.
+    pub start_time: IntGaugeVec,
+    in_flight_count: AtomicI64,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            registry
+                .register(Box::new(c.clone()))
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            registry
+                .register(Box::new(h.clone()))
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            h
+        };
+        // Metric definitions are constants of this file; a failure here is a programming
+        // error caught by the unit test below, never an operator's input.
+        let requests = counter(
+            "nini_auth_requests_total",
+            "Requests handled, by route class and HTTP status.",
+            &["route", "status"],
+        );
+        let upstream_latency = histogram(
+            "nini_auth_upstream_latency_seconds",
+            "Upstream response time (to response headers), by status class.",
+            &["status_class"],
+        );
+        let oauth = counter(
+            "nini_auth_oauth_total",
+            "OAuth funnel: sign-ins started, callbacks received, completed, failed by reason.",
+            &["stage", "reason"],
+        );
+        let refreshes = counter(
+            "nini_auth_token_refreshes_total",
+            "TikTok token refreshes by outcome (ok, failed, grant_dead, waited).",
+            &["outcome"],
+        );
+        let tiktok_calls = counter(
+            "nini_auth_tiktok_requests_total",
+            "Calls to TikTok's API by endpoint and error code (ok on success).",
+            &["endpoint", "code"],
+        );
+        let tiktok_latency = histogram(
+            "nini_auth_tiktok_latency_seconds",
+            "TikTok API call latency by endpoint.",
+            &["endpoint"],
+        );
+        let syncs = counter(
+            "nini_auth_sync_jobs_total",
+            "TikTok data syncs by trigger and outcome.",
+            &["trigger", "outcome"],
+        );
+        let active_sessions = IntGauge::new("nini_auth_active_sessions", "Unexpired sessions in the store.")
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let in_flight = IntGauge::new("nini_auth_in_flight_requests", "Requests being handled now.")
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let start_time = IntGaugeVec::new(
+            Opts::new(
+                "nini_auth_build_info",
+                "Start time (unix seconds) with the version as a label.",
+            ),
+            &["version"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        for g in [&active_sessions, &in_flight] {
+            registry
+                .register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("metric: {e}"));
+        }
+        registry
+            .register(Box::new(start_time.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        start_time.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(now);
+        // Pre-create the funnel so a dashboard shows zeros, not gaps, before the first login.
+        for stage in ["started", "callback", "completed"] {
+            oauth.with_label_values(&[stage, ""]);
+        }
+        for outcome in ["ok", "failed", "grant_dead", "waited"] {
+            refreshes.with_label_values(&[outcome]);
+        }
+        Metrics {
+            registry,
+            requests,
+            upstream_latency,
+            oauth,
+            refreshes,
+            tiktok_calls,
+            tiktok_latency,
+            syncs,
+            active_sessions,
+            in_flight,
+            start_time,
+            in_flight_count: AtomicI64::new(0),
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            log::error!("encoding metrics failed: {e}");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    pub fn request_started(&self) {
+        let n = self.in_flight_count.fetch_add(1, Ordering::SeqCst) + 1;
+        self.in_flight.set(n);
+    }
+
+    pub fn request_finished(&self, route: &str, status: u16) {
+        let n = self.in_flight_count.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.in_flight.set(n);
+        self.requests.with_label_values(&[route, &status.to_string()]).inc();
+    }
+
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight_count.load(Ordering::SeqCst)
+    }
+
+    pub fn oauth(&self, stage: &str, reason: &str) {
+        self.oauth.with_label_values(&[stage, reason]).inc();
+    }
+
+    pub fn refresh(&self, outcome: &str) {
+        self.refreshes.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn tiktok(&self, endpoint: &str, code: &str, seconds: f64) {
+        self.tiktok_calls.with_label_values(&[endpoint, code]).inc();
+        self.tiktok_latency.with_label_values(&[endpoint]).observe(seconds);
+    }
+
+    pub fn sync(&self, trigger: &str, outcome: &str) {
+        self.syncs.with_label_values(&[trigger, outcome]).inc();
+    }
+
+    pub fn upstream(&self, status: u16, seconds: f64) {
+        let class = format!("{}xx", status / 100);
+        self.upstream_latency.with_label_values(&[&class]).observe(seconds);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_register_and_render() {
+        let m = Metrics::new();
+        m.request_started();
+        m.request_finished("protected", 302);
+        m.oauth("failed", "state");
+        m.tiktok("token", "ok", 0.01);
+        m.upstream(200, 0.002);
+        let text = m.render();
+        for needle in [
+            "nini_auth_requests_total{route=\"protected\",status=\"302\"} 1",
+            "nini_auth_oauth_total{reason=\"state\",stage=\"failed\"} 1",
+            "nini_auth_oauth_total{reason=\"\",stage=\"started\"} 0",
+            "nini_auth_tiktok_requests_total{code=\"ok\",endpoint=\"token\"} 1",
+            "nini_auth_upstream_latency_seconds_bucket{status_class=\"2xx\",le=\"0.0025\"} 1",
+            "nini_auth_in_flight_requests 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE"))
+            .all(|l| l.contains("nini_auth_")));
+    }
+}
