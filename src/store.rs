@@ -592,7 +592,7 @@ impl Store {
     // === cross-process cache invalidation ===
 
     /// Invalidations after `seq`, oldest first: (seq, user_id, session hash).
-    pub fn invalidations_since(&self, seq: i64) -> Result<Vec<(i64, Option<String>, Option<String>)>, StoreError> {
+    pub fn invalidations_since(&self, seq: i64) -> Result<Vec<Invalidation>, StoreError> {
         self.with_conn(|c| {
             let mut st = c.prepare_cached(
                 "SELECT seq, user_id, session_token FROM cache_invalidations WHERE seq > ?1 ORDER BY seq LIMIT 10000",
@@ -677,6 +677,9 @@ impl Store {
         })
     }
 }
+
+/// One row of the invalidation log: (sequence number, user id, session hash).
+pub type Invalidation = (i64, Option<String>, Option<String>);
 
 /// Records that cached data for a user and/or a session is stale (same transaction as the
 /// change itself).

@@ -71,6 +71,18 @@ impl SyncError {
         }
     }
 
+    /// The `outcome` label of the sync metric.
+    fn outcome(&self) -> &'static str {
+        match self {
+            SyncError::GrantDead => "grant_dead",
+            SyncError::ScopeMissing { .. } => "scope_missing",
+            SyncError::InProgress => "in_progress",
+            SyncError::RateLimited { .. } => "rate_limited",
+            SyncError::TikTok(_) | SyncError::Token(_) => "tiktok_error",
+            SyncError::Store(_) => "store_error",
+        }
+    }
+
     fn chain(&self) -> String {
         let mut s = self.to_string();
         let mut src = std::error::Error::source(self);
@@ -653,6 +665,7 @@ pub async fn sync_endpoint(app: &App, identity: Option<Arc<Identity>>, request_i
     let st = state(app);
     // Taken before the cool-down check, so two concurrent requests cannot both pass it.
     let Some(_running) = st.begin(&id.user_id) else {
+        app.metrics.sync("endpoint", "in_progress");
         return too_many("cooldown", app.config.sync.cooldown.as_secs(), request_id);
     };
     let cooldown = app.config.sync.cooldown.as_secs() as i64;
@@ -661,6 +674,7 @@ pub async fn sync_endpoint(app: &App, identity: Option<Arc<Identity>>, request_i
         Ok(Some(last)) => {
             let wait = (last.saturating_add(cooldown) - app.clock.now()).min(cooldown);
             if wait > 0 {
+                app.metrics.sync("endpoint", "cooldown");
                 return too_many("cooldown", wait as u64, request_id);
             }
         }
@@ -670,7 +684,10 @@ pub async fn sync_endpoint(app: &App, identity: Option<Arc<Identity>>, request_i
             return internal(request_id);
         }
     }
-    match sync_locked(app, &st, &id.user_id).await {
+    let result = sync_locked(app, &st, &id.user_id).await;
+    app.metrics
+        .sync("endpoint", result.as_ref().map_or_else(SyncError::outcome, |_| "ok"));
+    match result {
         Ok(out) => {
             let mut body = json!({ "success": true, "user": user_json(&out.profile) });
             if let Some(obj) = body.as_object_mut() {
@@ -811,7 +828,10 @@ pub async fn sync_due_users(app: &App) -> BatchReport {
         let Some(_running) = st.begin(uid) else {
             continue;
         };
-        match sync_locked(app, &st, uid).await {
+        let result = sync_locked(app, &st, uid).await;
+        app.metrics
+            .sync("background", result.as_ref().map_or_else(SyncError::outcome, |_| "ok"));
+        match result {
             Ok(_) => report.synced += 1,
             Err(SyncError::GrantDead) => {
                 report.failed += 1;

@@ -524,7 +524,7 @@ impl TikTokClient {
             body.insert("cursor".into(), c.into());
         }
         let req = self.http.post(url).bearer_auth(access_token).json(&body);
-        self.display_api(req).await
+        self.observed("video_list", self.display_api(req)).await
     }
 
     /// [`TikTokClient::user_info`] for the data sync: the same request, but a transient
@@ -536,7 +536,8 @@ impl TikTokClient {
     ) -> Result<UserInfo, TikTokError> {
         let mut url = self.api("/v2/user/info/");
         url.query_pairs_mut().append_pair("fields", &fields.join(","));
-        let data: UserData = self.display_api(self.http.get(url).bearer_auth(access_token)).await?;
+        let req = self.http.get(url).bearer_auth(access_token);
+        let data: UserData = self.observed("user_info", self.display_api(req)).await?;
         Ok(data.user)
     }
 

@@ -23,7 +23,11 @@ mod nextauth;
 mod nextauth_client;
 // Token lifecycle: single-flight refresh, rotation, dead grants, two processes.
 mod tokens;
+// Operations: health, readiness, metrics, JSON logs, drain, proxies, limits, failures.
+mod ops;
 // The binary: config errors, check, keygen, signals.
 mod cli;
 // A real browser (headless Chromium via playwright-core) signs in and sees the dashboard.
 mod browser;
+// TikTok data sync: video paging, counts and streak, retries, cool-down, scopes, read endpoints.
+mod sync;

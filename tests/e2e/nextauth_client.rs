@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{session_cookie_name, TestEnv};
+use crate::support::{raw_request, session_cookie_name, TestEnv};
 
 /// The whole Node client run; each request inside is bounded by 10 s.
 const NODE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -327,4 +327,62 @@ async fn browser_session_provider_signs_in_updates_and_signs_out() {
             "console error on the test page: {e}"
         );
     }
+}
+
+/// The demo upstream's `/static/` (what the browser test's page is served from): files from the
+/// directory only, nothing outside it, and the echo app everywhere else.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_upstream_serves_static_dir_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).expect("mkdir");
+    std::fs::write(site.join("index.html"), "<!doctype html><p>hi</p>").expect("write");
+    std::fs::write(site.join("bundle.js"), "console.log(1)").expect("write");
+    std::fs::write(dir.path().join("secret.txt"), "outside").expect("write");
+    let env = TestEnv::builder().static_dir(&site).start().await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let url = format!("http://{}{path}", env.upstream);
+        let client = client.clone();
+        async move {
+            let r = client.get(url).send().await.expect("request");
+            let ctype = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (r.status().as_u16(), ctype, r.text().await.unwrap_or_default())
+        }
+    };
+    let (status, ctype, body) = get("/static/index.html").await;
+    assert_eq!((status, body.as_str()), (200, "<!doctype html><p>hi</p>"));
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    let (status, ctype, _) = get("/static/bundle.js").await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/javascript"), "{ctype}");
+    // Raw request lines, so no client normalises the dot segments away.
+    for path in [
+        "/static/missing.js",
+        "/static/",
+        "/static/../secret.txt",
+        "/static/%2e%2e/secret.txt",
+        "/static/..%2Fsecret.txt",
+        "/static/%2Fetc%2Fpasswd",
+        "/static//etc/passwd",
+    ] {
+        let (status, body) = raw_request(env.upstream, &format!("GET {path} HTTP/1.1\r\nHost: localhost")).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.contains("outside") && !body.contains("root:"), "{path}: {body}");
+    }
+    // Through the sidecar, same origin as /api/auth.
+    let (status, _, body) = get("/api/echo").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"path\":\"/api/echo\""), "{body}");
+    let through = client
+        .get(env.url(PAGE_PATH))
+        .send()
+        .await
+        .expect("through the sidecar");
+    assert_eq!(through.status().as_u16(), 200);
 }
