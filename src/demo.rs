@@ -35,22 +35,52 @@ pub async fn serve_app_with_static(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let addr = listener.local_addr()?;
     let static_dir = static_dir.map(Arc::new);
-    let app = axum::Router::new().fallback(move |req: Request| {
-        let static_dir = static_dir.clone();
-        async move {
-            let get = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-            match (static_dir, req.uri().path().strip_prefix("/static/")) {
-                (Some(dir), Some(rel)) if get => static_file(&dir, rel).await,
-                _ => handle(req).await,
+    let app = axum::Router::new()
+        .route("/ws", axum::routing::get(ws_echo))
+        .route("/dashboard/ws", axum::routing::get(ws_echo))
+        .fallback(move |req: Request| {
+            let static_dir = static_dir.clone();
+            async move {
+                let get = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+                match (static_dir, req.uri().path().strip_prefix("/static/")) {
+                    (Some(dir), Some(rel)) if get => static_file(&dir, rel).await,
+                    _ => handle(req).await,
+                }
             }
-        }
-    });
+        });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             log::error!("demo app stopped: {e}");
         }
     });
     Ok((addr, task))
+}
+
+/// A WebSocket echo: greets with the user the identity headers name (or `anonymous`), then
+/// echoes every text message.
+async fn ws_echo(ws: axum::extract::WebSocketUpgrade, headers: HeaderMap) -> Response {
+    let user = header(&headers, "x-nini-user-id").unwrap_or("anonymous").to_string();
+    ws.on_upgrade(move |mut socket| async move {
+        use axum::extract::ws::Message;
+        if socket
+            .send(Message::Text(format!("hello {user}").into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        while let Some(Ok(msg)) = socket.recv().await {
+            match msg {
+                Message::Text(t) => {
+                    if socket.send(Message::Text(t)).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    })
 }
 
 /// One file below `dir`, by its URL path relative to `/static/` (percent-decoded).

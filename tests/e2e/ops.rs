@@ -413,3 +413,49 @@ async fn raw_with_body(addr: std::net::SocketAddr, head: &str, body: &str) -> u1
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_upgrade_for_signed_in_users_only() {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let env = TestEnv::start().await;
+    let ws_url = env.url("/dashboard/ws").replacen("http://", "ws://", 1);
+
+    // Without a session: refused before any upgrade (401, protected path).
+    let req = ws_url.clone().into_client_request().expect("request");
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("upgrade allowed without a session"),
+    }
+
+    let b = Browser::new();
+    b.login(&env, "/").await;
+    let session = b.cookie(session_cookie_name()).expect("session");
+    let mut req = ws_url.into_client_request().expect("request");
+    req.headers_mut().insert(
+        "cookie",
+        format!("{}={session}", session_cookie_name()).parse().expect("header"),
+    );
+    req.headers_mut()
+        .insert("x-nini-user-id", "forged".parse().expect("header"));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade with a session");
+    assert_eq!(resp.status(), 101);
+    use futures_util::{SinkExt, StreamExt};
+    let text = |m: Option<Result<Message, _>>| match m {
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    };
+    let hello = text(ws.next().await);
+    // The upgrade carried our identity headers, not the client's forged one.
+    assert!(
+        hello.starts_with("hello ") && !hello.contains("forged") && hello != "hello anonymous",
+        "{hello}"
+    );
+    ws.send(Message::Text("ping through the sidecar".into()))
+        .await
+        .expect("send");
+    assert_eq!(text(ws.next().await), "ping through the sidecar");
+    ws.close(None).await.expect("close");
+}
