@@ -135,6 +135,7 @@ pub struct App {
     pub tokens: TokenManager,
     pub activity: Activity,
     pub metrics: Arc<Metrics>,
+    pub identity_jwt: crate::jwt::IdentitySigner,
     pub clock: Clock,
     /// `sync.path` in the canonical matching form (lowercase).
     pub sync_path: String,
@@ -169,6 +170,7 @@ impl App {
             sessions: SessionCache::new(100_000),
             tokens: TokenManager::new(config.refresh_margin, config.tiktok.timeout),
             activity: Activity::default(),
+            identity_jwt: crate::jwt::IdentitySigner::new(&config),
             metrics,
             sync_path: config.sync.path.to_ascii_lowercase(),
             clock: Clock::default(),

@@ -44,6 +44,9 @@ pub async fn handle(app: &App, req: &Request) -> Reply {
         ("/csrf", true, _) => csrf(app, req),
         ("/providers", true, _) => providers(app),
         ("/error", true, _) => error_page(app, req),
+        // Public keys: cacheable, unlike every other answer here.
+        ("/jwks.json", true, _) => Reply::new(200, "application/json", app.identity_jwt.jwks().to_string())
+            .header("Cache-Control", "public, max-age=300".into()),
         ("/tiktok/profile", true, _) => crate::sync::profile(app, req, signed_in(app, req).await).await,
         ("/tiktok/videos", true, _) => crate::sync::videos(app, req, signed_in(app, req).await).await,
         // next-auth v4 clients post their logs here; accept and drop them.

@@ -54,6 +54,7 @@ pub struct RawConfig {
     pub sync: RawSync,
     pub admin: RawAdmin,
     pub log: RawLog,
+    pub identity: RawIdentity,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +242,34 @@ impl Default for RawLog {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdentity {
+    pub jwt: bool,
+    pub audience: String,
+    pub ttl: String,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        RawIdentity {
+            jwt: true,
+            audience: "nini-app".into(),
+            ttl: "5m".into(),
+        }
+    }
+}
+
+/// The signed identity (`X-Nini-Identity` JWT) for upstreams that verify instead of trusting
+/// the network.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub jwt: bool,
+    pub audience: String,
+    /// Lifetime of each token; at most 5 minutes.
+    pub ttl: Duration,
+}
+
 // === validated shape ===
 
 /// PKCE variant sent to TikTok (see tiktok-api.md §1.3): Web officially needs none, Desktop
@@ -422,6 +451,7 @@ pub struct Config {
     pub protected: Vec<String>,
     pub sync: SyncConfig,
     pub ops: OpsConfig,
+    pub identity: IdentityConfig,
 }
 
 impl Config {
@@ -607,6 +637,7 @@ const SECTIONS: &[(&str, KeyCheck)] = &[
     ("sync", |v| v.try_into::<RawSync>().map(drop)),
     ("admin", |v| v.try_into::<RawAdmin>().map(drop)),
     ("log", |v| v.try_into::<RawLog>().map(drop)),
+    ("identity", |v| v.try_into::<RawIdentity>().map(drop)),
 ];
 
 /// Parses TOML text into the raw shape. Syntax errors stop at the first one (the rest of the
@@ -707,6 +738,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         sync,
         admin,
         log,
+        identity,
     } = raw;
 
     // [server]
@@ -889,12 +921,19 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
     }
 
     let sync_cfg = sync_config(&mut p, sync);
+    let identity_ttl = duration(&mut p, "identity.ttl", &identity.ttl);
+    if identity_ttl.is_some_and(|d| d < Duration::from_secs(10) || d > Duration::from_secs(300)) {
+        p.add("identity.ttl", "must be between 10s and 5m");
+    }
+    if identity.audience.trim().is_empty() || identity.audience.chars().any(|c| c.is_control()) {
+        p.add("identity.audience", "must be a non-empty string");
+    }
     let ops_cfg = ops_config(&mut p, &server, &admin, &log, public_url.as_ref());
 
     if !p.0.is_empty() {
         return Err(ConfigError(p.0));
     }
-    let (Some(sync), Some(ops)) = (sync_cfg, ops_cfg) else {
+    let (Some(sync), Some(ops), Some(identity_ttl)) = (sync_cfg, ops_cfg, identity_ttl) else {
         return Err(ConfigError(vec![Problem {
             key: "sync".into(),
             message: "internal: validation incomplete".into(),
@@ -950,6 +989,11 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
             protected: routes.protected,
             sync,
             ops,
+            identity: IdentityConfig {
+                jwt: identity.jwt,
+                audience: identity.audience,
+                ttl: identity_ttl,
+            },
         }),
         _ => Err(ConfigError(vec![Problem {
             key: "config".into(),

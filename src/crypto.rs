@@ -40,6 +40,8 @@ struct Key {
     id: String,
     aead: LessSafeKey,
     csrf: hmac::Key,
+    /// Seed for derived keys (`derive`): never the raw key itself.
+    derive_base: [u8; 32],
 }
 
 /// Encryption keys: the first seals, all open. Each key is known by a short id derived from
@@ -166,6 +168,22 @@ impl KeyRing {
         Ok(plain.to_vec())
     }
 
+    /// 32 bytes per key for another purpose (`label`, e.g. the identity-JWT signing seed),
+    /// in ring order (the first is the primary), with that key's id. HMAC-SHA256 keyed by a
+    /// per-key derivation base: one secret to manage, unrelated keys per purpose, and rotating
+    /// the encryption keys rotates the derived ones.
+    pub fn derive(&self, label: &str) -> Vec<(String, [u8; 32])> {
+        self.keys
+            .iter()
+            .map(|k| {
+                let key = hmac::Key::new(hmac::HMAC_SHA256, &k.derive_base);
+                let mut out = [0u8; 32];
+                out.copy_from_slice(hmac::sign(&key, label.as_bytes()).as_ref());
+                (k.id.clone(), out)
+            })
+            .collect()
+    }
+
     /// Key id a sealed value was made with, if it parses.
     pub fn sealed_key_id(sealed: &str) -> Option<&str> {
         let mut parts = sealed.splitn(3, '.');
@@ -206,10 +224,15 @@ impl Key {
         let mut csrf_material = b"nini-auth/csrf/v1".to_vec();
         csrf_material.extend_from_slice(bytes);
         let csrf = hmac::Key::new(hmac::HMAC_SHA256, digest(&SHA256, &csrf_material).as_ref());
+        let mut base_material = b"nini-auth/derive/v1".to_vec();
+        base_material.extend_from_slice(bytes);
+        let mut derive_base = [0u8; 32];
+        derive_base.copy_from_slice(digest(&SHA256, &base_material).as_ref());
         Some(Key {
             id,
             aead: LessSafeKey::new(unbound),
             csrf,
+            derive_base,
         })
     }
 }
@@ -377,6 +400,16 @@ mod tests {
             KeyRing::from_base64(&[ok.clone(), ok]),
             Err(KeyError::Duplicate { index: 2 })
         ));
+    }
+
+    #[test]
+    fn derived_keys_are_stable_per_label_and_key() {
+        let k = generate_key_base64().expect("rng");
+        let a = KeyRing::from_base64(std::slice::from_ref(&k)).expect("ring");
+        let b = KeyRing::from_base64(&[k]).expect("ring");
+        assert_eq!(a.derive("jwt"), b.derive("jwt"), "same key, same derivation");
+        assert_ne!(a.derive("jwt")[0].1, a.derive("other")[0].1);
+        assert_ne!(a.derive("jwt")[0].1, ring(1).derive("jwt")[0].1);
     }
 
     #[test]

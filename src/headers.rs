@@ -12,6 +12,8 @@ pub const AVATAR_URL: &str = "X-Nini-Avatar-Url";
 pub const VERIFIED: &str = "X-Nini-Verified";
 pub const FORWARDED_USER: &str = "X-Forwarded-User";
 pub const AUTH_REQUEST_USER: &str = "X-Auth-Request-User";
+/// A short-lived EdDSA JWT naming the user (see `jwt`).
+pub const IDENTITY_JWT: &str = "X-Nini-Identity";
 /// Only with `upstream.forward_access_token`: the user's live TikTok access token.
 pub const ACCESS_TOKEN: &str = "X-Nini-Access-Token";
 

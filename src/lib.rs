@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod jwt;
 pub mod metrics;
 pub mod mock_tiktok;
 pub mod pages;

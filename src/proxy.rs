@@ -346,6 +346,13 @@ impl ProxyHttp for AuthProxy {
                 up.insert_header(name, value)?;
             }
         }
+        if let Some(jwt) = ctx
+            .identity
+            .as_ref()
+            .and_then(|id| self.app.identity_jwt.header_value(id, self.app.clock.now()))
+        {
+            up.insert_header(headers::IDENTITY_JWT, jwt)?;
+        }
         if let Some(token) = &ctx.access_token {
             up.insert_header(headers::ACCESS_TOKEN, token.as_str())?;
         }
