@@ -136,6 +136,8 @@ pub struct App {
     pub activity: Activity,
     pub metrics: Arc<Metrics>,
     pub identity_jwt: crate::jwt::IdentitySigner,
+    /// Sync rate limiters and the users being synced now.
+    pub sync: crate::sync::SyncState,
     pub clock: Clock,
     /// `sync.path` in the canonical matching form (lowercase).
     pub sync_path: String,
@@ -171,6 +173,7 @@ impl App {
             tokens: TokenManager::new(config.refresh_margin, config.tiktok.timeout),
             activity: Activity::default(),
             identity_jwt: crate::jwt::IdentitySigner::new(&config),
+            sync: crate::sync::SyncState::new(&config.sync),
             metrics,
             sync_path: config.sync.path.to_ascii_lowercase(),
             clock: Clock::default(),

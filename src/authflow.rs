@@ -33,8 +33,14 @@ pub async fn handle(app: &App, req: &Request) -> Reply {
     let action = action.strip_prefix(BASE).unwrap_or("").trim_end_matches('/');
     let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
     let post = req.method == http::Method::POST;
+    // Forward-auth (nginx auth_request, Traefik forwardAuth, Envoy ext_authz): any method,
+    // and Envoy appends the original path to the configured prefix.
+    if action == "/verify" || action.starts_with("/verify/") {
+        return verify(app, req).await;
+    }
     match (action, get, post) {
         ("/signin", true, _) => signin_page(app, req),
+        ("/webhooks/tiktok", _, true) => crate::webhook::tiktok(app, req).await,
         ("/signin/tiktok", true, _) | ("/signin/tiktok", _, true) => start(app, req).await,
         ("/callback/tiktok", true, _) => callback(app, req).await,
         ("/signout", true, _) => signout_page(app, req).await,
@@ -514,6 +520,39 @@ async fn session_update(app: &App, req: &Request) -> Reply {
     match current_identity(app, req).await {
         (Some(id), _) => Reply::json(200, &session_json(&id)),
         _ => Reply::json(400, &serde_json::Value::Null),
+    }
+}
+
+// === forward-auth ===
+
+/// `/api/auth/verify`: 202 with the identity headers for a live session, 401 otherwise —
+/// never a redirect (the calling proxy decides what to do with a 401). A trusted proxy's
+/// original URI only shapes the sign-in link offered in `X-Auth-Request-Redirect`; it never
+/// decides whether a session is required.
+async fn verify(app: &App, req: &Request) -> Reply {
+    match signed_in(app, req).await {
+        Some(id) => {
+            let mut reply = Reply::new(202, "text/plain; charset=utf-8", bytes::Bytes::new()).no_store();
+            for (name, value) in crate::headers::identity_headers(&id) {
+                reply = reply.header(name, value);
+            }
+            if let Some(jwt) = app.identity_jwt.header_value(&id, app.clock.now()) {
+                reply = reply.header(crate::headers::IDENTITY_JWT, jwt);
+            }
+            reply
+        }
+        None => {
+            let target = req.forwarded_uri.as_deref().unwrap_or("/");
+            let signin = format!(
+                "{}?{}",
+                app.url(&format!("{BASE}/signin")),
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("callbackUrl", &redirect::or_home(Some(target), &app.origin))
+                    .finish()
+            );
+            Reply::json(401, &json!({ "error": "unauthorized", "signin": signin }))
+                .header("X-Auth-Request-Redirect", signin)
+        }
     }
 }
 

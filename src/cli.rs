@@ -49,6 +49,33 @@ pub enum Command {
         #[arg(long = "redirect-uri")]
         redirect_uris: Vec<String>,
     },
+    /// Write a self-signed certificate and key for local https (TikTok requires https redirect
+    /// URIs) and print the config lines and how to trust it.
+    DevCert {
+        /// Directory for `cert.pem` and `key.pem` (created; existing files are replaced).
+        #[arg(long, default_value = "dev-certs")]
+        out: PathBuf,
+        /// Names and addresses the certificate is valid for, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+        hosts: Vec<String>,
+    },
+    /// Inspect users on the configured database: `users list`, `users show ID_OR_OPEN_ID`.
+    Users {
+        #[command(subcommand)]
+        command: crate::admin_cli::UsersCommand,
+    },
+    /// Inspect and revoke sessions: `sessions list [--user ID]`, `sessions revoke --user ID | --all`.
+    Sessions {
+        #[command(subcommand)]
+        command: crate::admin_cli::SessionsCommand,
+    },
+    /// Encryption keys: `keys rotate` re-encrypts every stored token under the first key.
+    Keys {
+        #[command(subcommand)]
+        command: crate::admin_cli::KeysCommand,
+    },
+    /// Delete expired sessions and login states now.
+    Purge(crate::admin_cli::PurgeArgs),
 }
 
 /// Logs go to stderr. `text`: one human line per record. `json`: one JSON object per line
@@ -124,6 +151,15 @@ pub fn main() -> ExitCode {
             }
         },
         Command::MockTiktok { listen, redirect_uris } => mock_tiktok(listen, redirect_uris),
+        Command::DevCert { out, hosts } => crate::tls::dev_cert_command(&out, &hosts),
+        Command::Users { command } => {
+            load(&cli.config).map_or_else(|c| c, |cfg| crate::admin_cli::users(&cfg, command))
+        }
+        Command::Sessions { command } => {
+            load(&cli.config).map_or_else(|c| c, |cfg| crate::admin_cli::sessions(&cfg, command))
+        }
+        Command::Keys { command } => load(&cli.config).map_or_else(|c| c, |cfg| crate::admin_cli::keys(&cfg, command)),
+        Command::Purge(args) => load(&cli.config).map_or_else(|c| c, |cfg| crate::admin_cli::purge(&cfg, args)),
     }
 }
 

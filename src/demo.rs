@@ -71,11 +71,7 @@ async fn ws_echo(ws: axum::extract::WebSocketUpgrade, headers: HeaderMap) -> Res
         }
         while let Some(Ok(msg)) = socket.recv().await {
             match msg {
-                Message::Text(t) => {
-                    if socket.send(Message::Text(t)).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Text(t) if socket.send(Message::Text(t.clone())).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }

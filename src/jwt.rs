@@ -1,24 +1,477 @@
 //! The signed identity for zero-trust upstreams: a short-lived EdDSA (Ed25519) JWT in
 //! `X-Nini-Identity` on every forwarded request of a signed-in user, and the public keys at
-//! `/api/auth/jwks.json`. (Being written; the hooks below are wired into the proxy and router.)
+//! `/api/auth/jwks.json`.
+//!
+//! The signing keys are not configured separately: each encryption key in `secrets` yields one
+//! Ed25519 seed through `KeyRing::derive(SIGNING_LABEL)`. So every sidecar that shares the
+//! encryption keys signs with the same key, and rotating the encryption keys (new key first,
+//! old ones kept) rotates the signing key while the old public keys stay in the JWKS, which is
+//! what lets tokens minted just before a rotation (or by a sidecar not yet restarted) verify.
+//! The key id (`kid`) is the encryption key's id, as `nini-auth check` lists it.
+//!
+//! Signing costs far more than a proxy hop should, so each user's token is cached and reused
+//! while more than half of its lifetime remains: most requests are a map lookup.
 
-use crate::config::Config;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::Serialize;
+
+use crate::config::{Config, IdentityConfig};
+use crate::crypto::KeyRing;
 use crate::store::Identity;
 
-pub struct IdentitySigner {}
+/// Derivation label of the signing seeds; changing it changes every published key.
+pub const SIGNING_LABEL: &str = "identity-jwt/ed25519";
+
+/// Users whose current token is kept. A token is a few hundred bytes, so this bounds the cache
+/// to a few MiB; past it the cache starts over, which costs one signature per active user.
+const CACHE_CAPACITY: usize = 20_000;
+
+/// The claims, in the order they are serialised.
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    open_id: &'a str,
+    /// Display name; `null` when TikTok gave none (verifiers should not need to special-case
+    /// a missing claim).
+    name: Option<&'a str>,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+}
+
+/// One cached token, with the identity fields it was made from so a changed profile (a new
+/// display name after a sync) gets a fresh token at once instead of after the half-life.
+struct Cached {
+    token: String,
+    iat: i64,
+    open_id: String,
+    name: Option<String>,
+}
+
+struct Signer {
+    kid: String,
+    pair: Ed25519KeyPair,
+    /// base64url of the JOSE header: the same for every token of this key.
+    header_b64: String,
+    issuer: String,
+    audience: String,
+    ttl: i64,
+    cache: RwLock<HashMap<String, Cached>>,
+    capacity: usize,
+}
+
+pub struct IdentitySigner {
+    /// None when `identity.jwt` is off (or no key could be made): no header at all.
+    signer: Option<Signer>,
+    /// Precomputed: the key set only changes with a restart.
+    jwks: serde_json::Value,
+}
 
 impl IdentitySigner {
-    pub fn new(_config: &Config) -> IdentitySigner {
-        IdentitySigner {}
+    pub fn new(config: &Config) -> IdentitySigner {
+        IdentitySigner::build(&config.keys, &config.origin(), &config.identity)
+    }
+
+    /// `issuer` is the public origin without a trailing slash (`Config::origin`).
+    fn build(keys: &KeyRing, issuer: &str, identity: &IdentityConfig) -> IdentitySigner {
+        let disabled = IdentitySigner {
+            signer: None,
+            jwks: serde_json::json!({ "keys": [] }),
+        };
+        if !identity.jwt {
+            return disabled;
+        }
+        let mut pairs: Vec<(String, Ed25519KeyPair)> = Vec::new();
+        for (kid, seed) in keys.derive(SIGNING_LABEL) {
+            // A 32-byte seed is always accepted; the error arm is ring's API, not a real case.
+            match Ed25519KeyPair::from_seed_unchecked(&seed) {
+                Ok(pair) => pairs.push((kid, pair)),
+                Err(e) => log::error!("identity JWT: cannot make the Ed25519 key for key id {kid}: {e}"),
+            }
+        }
+        let jwks_keys: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|(kid, pair)| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+                    "kid": kid,
+                    "use": "sig",
+                    "alg": "EdDSA",
+                })
+            })
+            .collect();
+        // Ring order: the first key is the primary, the one that signs.
+        let Some((kid, pair)) = pairs.into_iter().next() else {
+            log::error!("identity JWT: no signing key (no encryption keys); X-Nini-Identity is not sent");
+            return disabled;
+        };
+        let header = serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": kid });
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        IdentitySigner {
+            signer: Some(Signer {
+                kid,
+                pair,
+                header_b64,
+                issuer: issuer.trim_end_matches('/').to_string(),
+                audience: identity.audience.clone(),
+                ttl: i64::try_from(identity.ttl.as_secs()).unwrap_or(300).clamp(1, 300),
+                cache: RwLock::new(HashMap::new()),
+                capacity: CACHE_CAPACITY,
+            }),
+            jwks: serde_json::json!({ "keys": jwks_keys }),
+        }
     }
 
     /// The `X-Nini-Identity` value for this user at `now` (None when disabled).
-    pub fn header_value(&self, _id: &Identity, _now: i64) -> Option<String> {
-        None
+    pub fn header_value(&self, id: &Identity, now: i64) -> Option<String> {
+        let signer = self.signer.as_ref()?;
+        if let Some(token) = signer.cached(id, now) {
+            return Some(token);
+        }
+        let token = signer.sign(id, now)?;
+        signer.remember(id, &token, now);
+        Some(token)
     }
 
-    /// The JWKS document (`{"keys":[...]}`).
+    /// The JWKS document (`{"keys":[...]}`): every key of the ring, primary first.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": [] })
+        self.jwks.clone()
+    }
+
+    /// The key id new tokens are signed with (None when disabled).
+    pub fn signing_kid(&self) -> Option<&str> {
+        self.signer.as_ref().map(|s| s.kid.as_str())
+    }
+}
+
+impl Signer {
+    /// Reused while more than half the lifetime remains, so an upstream always gets at least
+    /// ttl/2 of validity to work with (e.g. to pass the token on to another service).
+    fn fresh(&self, c: &Cached, now: i64) -> bool {
+        // `now < iat` (the clock stepped back) would hand out a token that is not yet valid.
+        c.iat <= now && c.iat.saturating_add(self.ttl).saturating_sub(now) > self.ttl / 2
+    }
+
+    fn cached(&self, id: &Identity, now: i64) -> Option<String> {
+        let map = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let c = map.get(&id.user_id)?;
+        (self.fresh(c, now) && c.open_id == id.open_id && c.name == id.display_name).then(|| c.token.clone())
+    }
+
+    fn remember(&self, id: &Identity, token: &str, now: i64) {
+        let mut map = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.capacity && !map.contains_key(&id.user_id) {
+            // Stale entries go first; if every entry is fresh, start over: re-signing once per
+            // active user is cheap next to unbounded growth.
+            map.retain(|_, c| self.fresh(c, now));
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+        }
+        map.insert(
+            id.user_id.clone(),
+            Cached {
+                token: token.to_string(),
+                iat: now,
+                open_id: id.open_id.clone(),
+                name: id.display_name.clone(),
+            },
+        );
+    }
+
+    fn sign(&self, id: &Identity, now: i64) -> Option<String> {
+        let claims = Claims {
+            iss: &self.issuer,
+            aud: &self.audience,
+            sub: &id.user_id,
+            open_id: &id.open_id,
+            name: id.display_name.as_deref(),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(self.ttl),
+        };
+        let payload = match serde_json::to_vec(&claims) {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("identity JWT: cannot serialise the claims: {e}");
+                return None;
+            }
+        };
+        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 92);
+        token.push_str(&self.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = self.pair.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Some(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ring::signature::{UnparsedPublicKey, ED25519};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::crypto::generate_key_base64;
+
+    const ISSUER: &str = "https://app.example.com";
+
+    fn identity_config(jwt: bool) -> IdentityConfig {
+        IdentityConfig {
+            jwt,
+            audience: "nini-app".into(),
+            ttl: Duration::from_secs(300),
+        }
+    }
+
+    fn ring_of(keys: &[String]) -> KeyRing {
+        KeyRing::from_base64(keys).expect("valid keys")
+    }
+
+    fn user(name: Option<&str>) -> Identity {
+        Identity {
+            user_id: "9f2c4e0b7a1d4c3e8f6a5b2d1c0e9f87".into(),
+            open_id: "-000abcDEF123".into(),
+            display_name: name.map(String::from),
+            username: None,
+            avatar: None,
+            verified: false,
+            videos: 0,
+            streak: 0,
+            nini_score: 0,
+            session_expires: 2_000_000_000,
+            grant_error: None,
+        }
+    }
+
+    fn b64json(part: &str) -> Value {
+        let bytes = URL_SAFE_NO_PAD.decode(part).expect("base64url without padding");
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    /// Verifies like an upstream would, from the JWKS alone: (header, claims) or an error.
+    fn verify(token: &str, jwks: &Value) -> Result<(Value, Value), String> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err("not three parts".into());
+        };
+        let header = b64json(h);
+        let kid = header["kid"].as_str().ok_or("no kid")?;
+        let jwk = jwks["keys"]
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["kid"] == kid))
+            .ok_or("kid not in JWKS")?;
+        let x = URL_SAFE_NO_PAD
+            .decode(jwk["x"].as_str().ok_or("no x")?)
+            .map_err(|e| e.to_string())?;
+        let sig = URL_SAFE_NO_PAD.decode(s).map_err(|e| e.to_string())?;
+        UnparsedPublicKey::new(&ED25519, x)
+            .verify(format!("{h}.{p}").as_bytes(), &sig)
+            .map_err(|_| "bad signature".to_string())?;
+        Ok((header, b64json(p)))
+    }
+
+    #[test]
+    fn token_verifies_against_the_jwks_with_the_promised_claims() {
+        let keys = ring_of(&[generate_key_base64().expect("rng")]);
+        let s = IdentitySigner::build(&keys, ISSUER, &identity_config(true));
+        let now = 1_750_000_000;
+        let token = s.header_value(&user(Some("María José 🌮")), now).expect("token");
+        assert!(!token.contains('='), "no padding: {token}");
+        let jwks = s.jwks();
+        let (header, claims) = verify(&token, &jwks).expect("verifies");
+        let kid = keys.primary_id().expect("primary");
+        assert_eq!(header, serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}));
+        assert_eq!(
+            claims,
+            serde_json::json!({
+                "iss": ISSUER, "aud": "nini-app", "sub": "9f2c4e0b7a1d4c3e8f6a5b2d1c0e9f87",
+                "open_id": "-000abcDEF123", "name": "María José 🌮",
+                "iat": now, "nbf": now, "exp": now + 300,
+            })
+        );
+        let jwk = &jwks["keys"][0];
+        assert_eq!(jwk["kty"], "OKP");
+        assert_eq!(jwk["crv"], "Ed25519");
+        assert_eq!(jwk["use"], "sig");
+        assert_eq!(jwk["alg"], "EdDSA");
+        assert_eq!(jwk["kid"], kid);
+        assert_eq!(jwk["x"].as_str().map(str::len), Some(43), "32 bytes, base64url");
+        assert_eq!(s.signing_kid(), Some(kid));
+    }
+
+    #[test]
+    fn missing_name_is_null_and_ttl_is_the_configured_one() {
+        let keys = ring_of(&[generate_key_base64().expect("rng")]);
+        let mut cfg = identity_config(true);
+        cfg.ttl = Duration::from_secs(60);
+        let s = IdentitySigner::build(&keys, "http://localhost:4180/", &cfg);
+        let (_, claims) = verify(&s.header_value(&user(None), 100).expect("token"), &s.jwks()).expect("verifies");
+        assert_eq!(claims["name"], Value::Null);
+        assert_eq!(claims["iss"], "http://localhost:4180", "no trailing slash");
+        assert_eq!(claims["exp"], 160);
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let keys = ring_of(&[generate_key_base64().expect("rng")]);
+        let s = IdentitySigner::build(&keys, ISSUER, &identity_config(true));
+        let token = s.header_value(&user(Some("a")), 1000).expect("token");
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims = b64json(parts[1]);
+        claims["sub"] = "someone-else".into();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(claims.to_string()),
+            parts[2]
+        );
+        assert_eq!(verify(&forged, &s.jwks()).err().as_deref(), Some("bad signature"));
+        let other = IdentitySigner::build(
+            &ring_of(&[generate_key_base64().expect("rng")]),
+            ISSUER,
+            &identity_config(true),
+        );
+        assert!(
+            verify(&token, &other.jwks()).is_err(),
+            "another ring's keys do not verify it"
+        );
+    }
+
+    #[test]
+    fn tokens_are_reused_for_half_their_life_then_renewed() {
+        let keys = ring_of(&[generate_key_base64().expect("rng")]);
+        let s = IdentitySigner::build(&keys, ISSUER, &identity_config(true));
+        let u = user(Some("a"));
+        let first = s.header_value(&u, 1000).expect("token");
+        assert_eq!(s.header_value(&u, 1000).as_deref(), Some(first.as_str()));
+        assert_eq!(s.header_value(&u, 1149).as_deref(), Some(first.as_str()), "151 s left");
+        let renewed = s.header_value(&u, 1150).expect("token");
+        assert_ne!(renewed, first, "only half the lifetime left: a new token");
+        let (_, claims) = verify(&renewed, &s.jwks()).expect("verifies");
+        assert_eq!(
+            (claims["iat"].as_i64(), claims["exp"].as_i64()),
+            (Some(1150), Some(1450))
+        );
+        // A changed profile is not served the old name.
+        let renamed = s.header_value(&user(Some("b")), 1151).expect("token");
+        assert_eq!(verify(&renamed, &s.jwks()).expect("verifies").1["name"], "b");
+        // A clock that stepped back does not get a token from its future.
+        let back = s.header_value(&user(Some("b")), 1100).expect("token");
+        assert_eq!(verify(&back, &s.jwks()).expect("verifies").1["iat"], 1100);
+        // Other users have their own tokens.
+        let mut other = user(Some("b"));
+        other.user_id = "00000000000000000000000000000001".into();
+        let theirs = s.header_value(&other, 1100).expect("token");
+        assert_eq!(verify(&theirs, &s.jwks()).expect("verifies").1["sub"], other.user_id);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let keys = ring_of(&[generate_key_base64().expect("rng")]);
+        let mut s = IdentitySigner::build(&keys, ISSUER, &identity_config(true));
+        let signer = s.signer.as_mut().expect("enabled");
+        signer.capacity = 4;
+        let cached = |s: &IdentitySigner| {
+            let signer = s.signer.as_ref().expect("enabled");
+            signer.cache.read().map(|m| m.len()).unwrap_or(usize::MAX)
+        };
+        let mut u = user(None);
+        let mut wave = |s: &IdentitySigner, from: usize, to: usize, now: i64| {
+            for i in from..to {
+                u.user_id = format!("{i:032x}");
+                assert!(s.header_value(&u, now).is_some());
+            }
+        };
+        wave(&s, 0, 4, 1000);
+        assert_eq!(cached(&s), 4);
+        // Full of stale tokens: those go, the fresh one stays.
+        wave(&s, 4, 5, 1200);
+        assert_eq!(cached(&s), 1);
+        // Full of fresh tokens: start over rather than grow.
+        wave(&s, 5, 9, 1200);
+        assert_eq!(cached(&s), 1);
+    }
+
+    #[test]
+    fn rotation_publishes_old_and_new_and_signs_with_new() {
+        let old_b64 = generate_key_base64().expect("rng");
+        let new_b64 = generate_key_base64().expect("rng");
+        let before = IdentitySigner::build(&ring_of(std::slice::from_ref(&old_b64)), ISSUER, &identity_config(true));
+        let old_token = before.header_value(&user(Some("a")), 1000).expect("token");
+        let rotated = ring_of(&[new_b64, old_b64]);
+        let after = IdentitySigner::build(&rotated, ISSUER, &identity_config(true));
+        let jwks = after.jwks();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["kid"].as_str())
+            .collect();
+        assert_eq!(kids, rotated.key_ids(), "every key, primary first");
+        // The old key's public half is unchanged by the rotation.
+        assert_eq!(jwks["keys"][1], before.jwks()["keys"][0]);
+        let (header, _) = verify(&old_token, &jwks).expect("a pre-rotation token still verifies");
+        assert_eq!(header["kid"], rotated.key_ids()[1]);
+        let new_token = after.header_value(&user(Some("a")), 1000).expect("token");
+        let (header, _) = verify(&new_token, &jwks).expect("verifies");
+        assert_eq!(header["kid"], rotated.key_ids()[0], "signed with the new primary");
+        assert!(verify(&new_token, &before.jwks()).is_err());
+    }
+
+    #[test]
+    fn same_keys_same_signing_key_on_every_sidecar() {
+        let k = generate_key_base64().expect("rng");
+        let a = IdentitySigner::build(&ring_of(std::slice::from_ref(&k)), ISSUER, &identity_config(true));
+        let b = IdentitySigner::build(&ring_of(&[k]), ISSUER, &identity_config(true));
+        assert_eq!(a.jwks(), b.jwks());
+        let token = a.header_value(&user(None), 5).expect("token");
+        assert!(verify(&token, &b.jwks()).is_ok());
+    }
+
+    #[test]
+    fn disabled_sends_nothing_and_publishes_no_key() {
+        let keys = ring_of(&[generate_key_base64().expect("rng")]);
+        let s = IdentitySigner::build(&keys, ISSUER, &identity_config(false));
+        assert_eq!(s.header_value(&user(Some("a")), 1000), None);
+        assert_eq!(s.jwks(), serde_json::json!({ "keys": [] }));
+        assert_eq!(s.signing_kid(), None);
+        let empty = IdentitySigner::build(&ring_of(&[]), ISSUER, &identity_config(true));
+        assert_eq!(empty.header_value(&user(None), 1000), None);
+        assert_eq!(empty.jwks(), serde_json::json!({ "keys": [] }));
+    }
+
+    #[test]
+    fn new_reads_issuer_audience_and_ttl_from_the_config() {
+        let mut raw = crate::demo::raw_config(
+            "127.0.0.1:4180".parse().expect("addr"),
+            "http://127.0.0.1:1",
+            "127.0.0.1:3000".parse().expect("addr"),
+            std::path::Path::new("unused.db"),
+        );
+        raw.server.public_url = "https://app.example.com/".into();
+        raw.secrets.encryption_keys = vec![generate_key_base64().expect("rng")];
+        raw.identity.audience = "my-api".into();
+        raw.identity.ttl = "2m".into();
+        let env = HashMap::<String, String>::new();
+        let config = crate::config::validate(raw, &env, crate::config::SecretsPolicy::Required).expect("valid");
+        let s = IdentitySigner::new(&config);
+        let (_, claims) = verify(&s.header_value(&user(None), 0).expect("token"), &s.jwks()).expect("verifies");
+        assert_eq!(claims["iss"], "https://app.example.com");
+        assert_eq!(claims["aud"], "my-api");
+        assert_eq!(claims["exp"], 120);
     }
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_cli;
 pub mod app;
 pub mod authflow;
 pub mod cli;
@@ -32,3 +33,4 @@ pub mod tiktok;
 pub mod tls;
 pub mod tokens;
 pub mod web;
+pub mod webhook;

@@ -60,6 +60,9 @@ pub struct Forwarded {
     pub for_chain: Option<String>,
     pub proto: Option<String>,
     pub host: Option<String>,
+    /// The URI the proxy is asking about in forward-auth mode (nginx `X-Original-URI`,
+    /// Traefik `X-Forwarded-Uri`).
+    pub uri: Option<String>,
 }
 
 impl Forwarded {
@@ -76,10 +79,14 @@ impl Forwarded {
         let proto = get("x-forwarded-proto").filter(|v| *v == "http" || *v == "https");
         let host = get("x-forwarded-host")
             .filter(|v| v.len() <= 255 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
+        let uri = get("x-original-uri")
+            .or_else(|| get("x-forwarded-uri"))
+            .filter(|v| v.starts_with('/') && v.len() <= 8192 && v.bytes().all(|b| b.is_ascii_graphic()));
         Forwarded {
             for_chain: for_chain.map(String::from),
             proto: proto.map(String::from),
             host: host.map(String::from),
+            uri: uri.map(String::from),
         }
     }
 }
@@ -274,6 +281,7 @@ impl ProxyHttp for AuthProxy {
                 headers: h.headers.clone(),
                 body,
                 request_id: ctx.request_id.clone(),
+                forwarded_uri: ctx.forwarded.as_ref().and_then(|f| f.uri.clone()),
             };
             let reply = authflow::handle(app, &wreq).await;
             ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;

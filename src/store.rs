@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::crypto::{self, CryptoError, KeyRing};
 
+pub mod admin;
 pub mod sync;
 
 #[derive(Debug, thiserror::Error)]
@@ -586,6 +587,33 @@ impl Store {
             invalidate(&tx, Some(user_id), None, now)?;
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    /// TikTok says the user removed the app: forget the tokens (already revoked at TikTok)
+    /// and end every session of theirs, in one transaction. Returns (user id, sessions ended)
+    /// when the user is known.
+    pub fn authorization_removed(&self, open_id: &str, now: i64) -> Result<Option<(String, usize)>, StoreError> {
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let uid: Option<String> = tx
+                .query_row("SELECT id FROM users WHERE tiktok_id = ?1", params![open_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(uid) = uid else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE users SET access_token = NULL, refresh_token = NULL, token_expires_at = NULL,
+                        refresh_expires_at = NULL, updated_at = ?2 WHERE id = ?1",
+                params![uid, now],
+            )?;
+            let n = tx.execute("DELETE FROM sessions WHERE user_id = ?1", params![uid])?;
+            tx.execute("DELETE FROM refresh_leases WHERE user_id = ?1", params![uid])?;
+            invalidate(&tx, Some(&uid), None, now)?;
+            tx.commit()?;
+            Ok(Some((uid, n)))
         })
     }
 

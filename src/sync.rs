@@ -3,9 +3,9 @@
 //! the read endpoints for the upstream app, and the background refresher. Every TikTok call
 //! goes through an app-wide per-endpoint budget and bounded, jittered retries.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -173,7 +173,7 @@ enum Api {
 pub struct SyncState {
     user_info: RateLimiter,
     video_list: RateLimiter,
-    running: Mutex<HashSet<String>>,
+    running: Arc<Mutex<HashSet<String>>>,
 }
 
 impl SyncState {
@@ -181,7 +181,7 @@ impl SyncState {
         SyncState {
             user_info: RateLimiter::new(cfg.requests_per_minute, RATE_WINDOW),
             video_list: RateLimiter::new(cfg.requests_per_minute, RATE_WINDOW),
-            running: Mutex::new(HashSet::new()),
+            running: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -193,10 +193,10 @@ impl SyncState {
     }
 
     /// Marks the user as being synced; None if a sync of theirs is already running.
-    fn begin(self: &Arc<Self>, user_id: &str) -> Option<Running> {
+    fn begin(&self, user_id: &str) -> Option<Running> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.insert(user_id.to_string()).then(|| Running {
-            state: self.clone(),
+            set: self.running.clone(),
             user_id: user_id.to_string(),
         })
     }
@@ -204,35 +204,20 @@ impl SyncState {
 
 /// Held while a user's sync runs; dropping it (also on error or cancellation) ends it.
 struct Running {
-    state: Arc<SyncState>,
+    set: Arc<Mutex<HashSet<String>>>,
     user_id: String,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut running = self.state.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.set.lock().unwrap_or_else(|p| p.into_inner());
         running.remove(&self.user_id);
     }
 }
 
-/// The sync state of `app`. `App` has no slot for it, so it lives in a process-wide map keyed
-/// by what identifies one sidecar (database, TikTok app, budget); a process normally has one.
-fn state(app: &App) -> Arc<SyncState> {
-    static ALL: OnceLock<Mutex<HashMap<String, Arc<SyncState>>>> = OnceLock::new();
-    let key = format!(
-        "{}\n{}\n{}\n{}",
-        app.config.database.display(),
-        app.config.tiktok.api_base_url,
-        app.config.tiktok.client_key,
-        app.config.sync.requests_per_minute
-    );
-    let mut all = ALL
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    all.entry(key)
-        .or_insert_with(|| Arc::new(SyncState::new(&app.config.sync)))
-        .clone()
+/// The sync state of `app`: limiters and in-progress users.
+fn state(app: &App) -> &SyncState {
+    &app.sync
 }
 
 /// Delay before retry `attempt` (1-based): exponential and capped, half of it fixed and half
@@ -413,7 +398,7 @@ async fn fetch_videos(c: &mut Caller<'_>, max_pages: u32) -> Result<(Vec<StoredV
 pub async fn sync_user(app: &App, user_id: &str) -> Result<SyncOutcome, SyncError> {
     let st = state(app);
     let _running = st.begin(user_id).ok_or(SyncError::InProgress)?;
-    sync_locked(app, &st, user_id).await
+    sync_locked(app, st, user_id).await
 }
 
 async fn sync_locked(app: &App, st: &SyncState, user_id: &str) -> Result<SyncOutcome, SyncError> {
@@ -684,7 +669,7 @@ pub async fn sync_endpoint(app: &App, identity: Option<Arc<Identity>>, request_i
             return internal(request_id);
         }
     }
-    let result = sync_locked(app, &st, &id.user_id).await;
+    let result = sync_locked(app, st, &id.user_id).await;
     app.metrics
         .sync("endpoint", result.as_ref().map_or_else(SyncError::outcome, |_| "ok"));
     match result {
@@ -828,7 +813,7 @@ pub async fn sync_due_users(app: &App) -> BatchReport {
         let Some(_running) = st.begin(uid) else {
             continue;
         };
-        let result = sync_locked(app, &st, uid).await;
+        let result = sync_locked(app, st, uid).await;
         app.metrics
             .sync("background", result.as_ref().map_or_else(SyncError::outcome, |_| "ok"));
         match result {

@@ -17,6 +17,9 @@ pub struct Request {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub request_id: String,
+    /// The original URI a trusted proxy asked about (`X-Original-URI` / `X-Forwarded-Uri`);
+    /// None from anyone else.
+    pub forwarded_uri: Option<String>,
 }
 
 impl Request {
@@ -200,6 +203,7 @@ mod tests {
             headers,
             body: Bytes::new(),
             request_id: "r".into(),
+            forwarded_uri: None,
         }
     }
 

@@ -25,9 +25,17 @@ mod nextauth_client;
 mod tokens;
 // Operations: health, readiness, metrics, JSON logs, drain, proxies, limits, failures.
 mod ops;
+// Forward-auth with a real nginx, /api/auth/verify, TikTok's deauthorization webhook.
+mod forward_auth;
 // The binary: config errors, check, keygen, signals.
 mod cli;
 // A real browser (headless Chromium via playwright-core) signs in and sees the dashboard.
 mod browser;
 // TikTok data sync: video paging, counts and streak, retries, cool-down, scopes, read endpoints.
 mod sync;
+// examples/kubernetes and the Dockerfile: ports, probes, Secret env, mounts, the embedded config.toml.
+mod manifests;
+// TLS: login over https with a dev-cert certificate, reload without restart, http -> https redirect.
+mod tls;
+// Signed identity: X-Nini-Identity verified with ring and the jose npm package; JWKS; rotation.
+mod identity_jwt;
