@@ -21,8 +21,8 @@ pub enum UsersCommand {
     /// which key id (never the tokens).
     List {
         /// Show at most N users.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-        limit: Option<u64>,
+        #[arg(long, value_name = "N", value_parser = positive)]
+        limit: Option<usize>,
         /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -91,14 +91,11 @@ pub fn users(cfg: &Config, cmd: UsersCommand) -> ExitCode {
         Err(code) => return code,
     };
     match cmd {
-        UsersCommand::List { limit, json } => {
-            let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-            match store.admin_users(limit, now) {
-                Ok(users) if json => emit_json(&users),
-                Ok(users) => emit(&users_table(&users)),
-                Err(e) => fail("listing users", &e),
-            }
-        }
+        UsersCommand::List { limit, json } => match store.admin_users(limit, now) {
+            Ok(users) if json => emit_json(&users),
+            Ok(users) => emit(&users_table(&users)),
+            Err(e) => fail("listing users", &e),
+        },
         UsersCommand::Show { user, json } => {
             let u = match find_user(&store, &user, now) {
                 Ok(u) => u,
@@ -109,7 +106,10 @@ pub fn users(cfg: &Config, cmd: UsersCommand) -> ExitCode {
                 Err(e) => return fail("listing sessions", &e),
             };
             if json {
-                emit_json(&serde_json::json!({ "user": u, "sessions": sessions }))
+                emit_json(&Shown {
+                    user: &u,
+                    sessions: &sessions,
+                })
             } else {
                 emit(&user_detail(&u, &sessions, store.keys()))
             }
@@ -155,11 +155,11 @@ pub fn sessions(cfg: &Config, cmd: SessionsCommand) -> ExitCode {
                 }
             };
             match store.revoke_sessions(scope, now) {
-                Ok(r) if args.json => emit_json(&serde_json::json!({
-                    "revoked": r.sessions,
-                    "users": r.users,
-                    "user_id": user_id,
-                })),
+                Ok(r) if args.json => emit_json(&RevokedJson {
+                    revoked: r.sessions,
+                    users: r.users,
+                    user_id: user_id.as_deref(),
+                }),
                 Ok(r) => emit(&format!(
                     "revoked {} session(s) of {} user(s); running sidecars drop them within a second\n",
                     r.sessions, r.users
@@ -232,6 +232,32 @@ pub fn purge(cfg: &Config, args: PurgeArgs) -> ExitCode {
             p.sessions, p.login_states, p.removed
         )),
         Err(e) => fail("purging", &e),
+    }
+}
+
+/// `users show --json`: the user, then their live sessions.
+#[derive(Serialize)]
+struct Shown<'a> {
+    user: &'a AdminUser,
+    sessions: &'a [AdminSession],
+}
+
+/// `sessions revoke --json`.
+#[derive(Serialize)]
+struct RevokedJson<'a> {
+    /// Sessions deleted.
+    revoked: usize,
+    /// Users whose sessions running sidecars were told to drop.
+    users: usize,
+    /// The user given with `--user`; null with `--all`.
+    user_id: Option<&'a str>,
+}
+
+/// `--limit`: a count of at least one (clap turns the error into exit 64).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number of at least 1".into()),
     }
 }
 
@@ -433,10 +459,10 @@ fn user_detail(u: &AdminUser, sessions: &[AdminSession], keys: &crate::crypto::K
 
 /// Left-aligned columns two spaces apart, header first, no trailing spaces.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(width(cell));
         }
     }
     let line = |cells: Vec<&str>| {
@@ -446,7 +472,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
                 s.push_str(cell);
             } else {
                 s.push_str(cell);
-                s.push_str(&" ".repeat(w - cell.chars().count() + 2));
+                s.push_str(&" ".repeat(w - width(cell) + 2));
             }
         }
         s.push('\n');
@@ -457,6 +483,32 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
+}
+
+/// Terminal columns a string takes, close enough for TikTok display names: emoji and East
+/// Asian wide characters take two, combining marks, joiners and variation selectors none.
+/// (An approximation of UAX #11 without a dependency; an odd character only shifts its row.)
+fn width(s: &str) -> usize {
+    s.chars()
+        .map(|c| match u32::from(c) {
+            0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0F | 0xE0100..=0xE01EF => 0,
+            0x1100..=0x115F
+            | 0x2E80..=0x303E
+            | 0x3041..=0x33FF
+            | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FFF
+            | 0xA000..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6
+            | 0x1F300..=0x1F64F
+            | 0x1F900..=0x1F9FF
+            | 0x20000..=0x3FFFD => 2,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Profile fields come from TikTok: control characters (terminal escapes, newlines) would
@@ -496,6 +548,11 @@ mod tests {
             &[vec!["xyz".into(), "1".into()], vec!["é".into(), "22".into()]],
         );
         assert_eq!(t, "A    LONGER\nxyz  1\né    22\n");
+        let t = table(
+            &["NAME", "X"],
+            &[vec!["Ana 🌮".into(), "1".into()], vec!["李".into(), "2".into()]],
+        );
+        assert_eq!(t, "NAME    X\nAna 🌮  1\n李      2\n");
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::server::Mode;
 
 /// How often the certificate files' metadata is checked. A stat of two files is cheap, and
 /// a renewed certificate is usually days ahead of the old one's expiry, so seconds are plenty.
-pub const POLL_EVERY: Duration = Duration::from_secs(3600);
+pub const POLL_EVERY: Duration = Duration::from_secs(2);
 
 thread_local! {
     /// Hands the certificate holder from `add_proxy_listener` to `services`: `server::build`

@@ -6,12 +6,16 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
-struct Nginx(std::process::Child, tempfile::TempDir);
+struct Nginx {
+    child: std::process::Child,
+    /// nginx's prefix directory (config, pid, temp files) lives as long as nginx does.
+    _dir: tempfile::TempDir,
+}
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -65,7 +69,7 @@ fn start_nginx(
         assert!(std::time::Instant::now() < deadline, "nginx did not start");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Some(Nginx(child, dir))
+    Some(Nginx { child, _dir: dir })
 }
 
 #[tokio::test(flavor = "multi_thread")]

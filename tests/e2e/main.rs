@@ -39,3 +39,5 @@ mod manifests;
 mod tls;
 // Signed identity: X-Nini-Identity verified with ring and the jose npm package; JWKS; rotation.
 mod identity_jwt;
+// The admin CLI on a running sidecar's database: users, sessions, revocation, key rotation, purge.
+mod admin_cli;

@@ -30,8 +30,8 @@ struct Doc {
 }
 
 /// Every document of every `*.yaml` / `*.yml` under examples/kubernetes (multi-document files
-/// included; empty documents skipped).
-fn docs() -> Vec<Doc> {
+/// included; empty documents skipped). The directory also holds other examples (forward-auth).
+fn all_docs() -> Vec<Doc> {
     let dir = root().join("examples/kubernetes");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
@@ -54,6 +54,29 @@ fn docs() -> Vec<Doc> {
         }
     }
     out
+}
+
+/// The sidecar example: the documents of the files `kustomization.yaml` applies.
+fn docs() -> Vec<Doc> {
+    let all = all_docs();
+    let listed: Vec<String> = arr(&one(&all, "Kustomization")["resources"])
+        .iter()
+        .map(|r| s(r).to_string())
+        .collect();
+    all.into_iter().filter(|d| listed.contains(&d.file)).collect()
+}
+
+/// The Secret the sidecar's environment refers to (not applied by the kustomization).
+fn referenced_secret(docs: &[Doc]) -> (String, Value) {
+    let names: BTreeSet<String> = secret_env(sidecar(docs)).into_values().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 1, "the sidecar's secrets come from one Secret: {names:?}");
+    let name = names.into_iter().next().expect("secret name");
+    let all = all_docs();
+    let d = all
+        .iter()
+        .find(|d| d.v["kind"] == "Secret" && d.v["metadata"]["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("no example Secret named {name:?} under examples/kubernetes"));
+    (d.file.clone(), d.v.clone())
 }
 
 fn of_kind<'a>(docs: &'a [Doc], kind: &str) -> Vec<&'a Value> {
@@ -246,8 +269,8 @@ fn sidecar_config(docs: &[Doc]) -> (Config, PathBuf, tempfile::TempDir) {
 
 #[test]
 fn every_manifest_parses_and_the_kustomization_lists_real_files() {
-    let docs = docs();
-    for d in &docs {
+    let all = all_docs();
+    for d in &all {
         assert!(d.v["apiVersion"].is_string(), "{}: document without apiVersion", d.file);
         assert!(d.v["kind"].is_string(), "{}: document without kind", d.file);
         if d.v["kind"] != "Kustomization" {
@@ -259,33 +282,21 @@ fn every_manifest_parses_and_the_kustomization_lists_real_files() {
             );
         }
     }
-    for kind in [
-        "Deployment",
-        "Service",
-        "ConfigMap",
-        "Secret",
-        "PersistentVolumeClaim",
-        "Ingress",
-    ] {
-        one(&docs, kind);
-    }
-    let k = one(&docs, "Kustomization");
-    let listed: Vec<&str> = arr(&k["resources"]).iter().map(s).collect();
-    for f in &listed {
+    let k = one(&all, "Kustomization");
+    for f in arr(&k["resources"]).iter().map(s) {
         assert!(
             root().join("examples/kubernetes").join(f).is_file(),
             "kustomization lists missing {f}"
         );
     }
-    let secret_file = docs
-        .iter()
-        .find(|d| d.v["kind"] == "Secret")
-        .expect("secret")
-        .file
-        .as_str();
+    let docs = docs();
+    for kind in ["Deployment", "Service", "ConfigMap", "PersistentVolumeClaim", "Ingress"] {
+        one(&docs, kind);
+    }
+    let (secret_file, _) = referenced_secret(&docs);
     assert!(
-        !listed.contains(&secret_file),
-        "the placeholder Secret must not be applied by the kustomization"
+        docs.iter().all(|d| d.file != secret_file),
+        "the placeholder Secret ({secret_file}) must not be applied by the kustomization"
     );
 }
 
@@ -382,7 +393,7 @@ fn secrets_come_from_the_secret_under_the_names_the_config_reads() {
     let expected: BTreeSet<&str> = [config::ENV_CLIENT_KEY, config::ENV_CLIENT_SECRET, config::ENV_SECRET].into();
     let got: BTreeSet<&str> = env.keys().map(String::as_str).collect();
     assert_eq!(got, expected, "the sidecar's Secret-backed variables");
-    let secret = one(&docs, "Secret");
+    let (_, secret) = referenced_secret(&docs);
     let secret_name = s(&secret["metadata"]["name"]);
     for (var, (name, key)) in &env {
         assert_eq!(name, secret_name, "{var} must come from the Secret {secret_name}");
