@@ -227,7 +227,10 @@ async fn start(app: &App, req: &Request) -> Reply {
             };
             with_cookie(reply, binding_cookie)
         }
-        Err(e) => error_reply(app, req, &e),
+        Err(e) => {
+            app.metrics.oauth("failed", e.reason());
+            error_reply(app, req, &e)
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub struct Metrics {
     /// TikTok API calls by endpoint and `error.code` (`ok` on success, `transport`, `timeout`, ...).
     pub tiktok_calls: IntCounterVec,
     pub tiktok_latency: HistogramVec,
-    /// Sync jobs by trigger (`user`, `background`) and outcome.
+    /// Sync jobs by trigger (`endpoint`, `background`) and outcome.
     pub syncs: IntCounterVec,
     /// Unexpired sessions in the store (sampled by the purge job).
     pub active_sessions: IntGauge,

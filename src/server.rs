@@ -53,6 +53,12 @@ pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<App>), StartErro
         .to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    // pingora retries a taken port forever in the background; an operator wants an error.
+    // Probe it first (tiny race with whoever takes it next, which pingora then reports).
+    std::net::TcpListener::bind(cfg.listen).map_err(|source| StartError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
     // Bind the admin port first: a taken port must fail the start, with its address.
     let admin = match cfg.ops.admin_listen {
         Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?),

@@ -747,6 +747,17 @@ fn identity_for(c: &Connection, session_hash: &str, now: i64) -> Result<Option<I
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() as i64 {
+        // A newer nini-auth wrote this schema; running on it could lose data. Roll forward,
+        // or restore the backup taken before the upgrade.
+        return Err(StoreError::Open {
+            path: String::new(),
+            reason: format!(
+                "database schema version {version} is newer than this nini-auth knows ({}); use a newer binary",
+                MIGRATIONS.len()
+            ),
+        });
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Re-check inside the write lock: another process may have migrated meanwhile.

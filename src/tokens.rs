@@ -240,9 +240,9 @@ impl TokenManager {
                 let (uid, holder) = (user_id.to_string(), self.holder.clone());
                 let _ = app.store.run(move |s| s.release_lease(&uid, &holder)).await;
                 self.count(|s| s.failed += 1);
-                app.metrics
-                    .refresh(if e.is_invalid_grant() { "grant_dead" } else { "failed" });
                 if !e.is_invalid_grant() {
+                    // A dead grant is counted once, by grant_dead below.
+                    app.metrics.refresh("failed");
                     log::warn!("TikTok refresh for user {user_id} failed: {e}");
                     return Err(TokenError::TikTok(e));
                 }
@@ -263,6 +263,7 @@ impl TokenManager {
     }
 
     async fn grant_dead(&self, app: &App, user_id: &str, why: &str) -> Result<(), TokenError> {
+        app.metrics.refresh("grant_dead");
         log::info!("TikTok grant of user {user_id} is gone ({why}); their sessions end");
         let (uid, now) = (user_id.to_string(), app.clock.now());
         app.store

@@ -230,3 +230,29 @@ fn sigterm_and_sigint_stop_promptly_and_logs_say_where() {
         assert!(dir.path().join("run.db").exists());
     }
 }
+
+#[test]
+fn a_taken_port_is_a_clear_start_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let cfg = write(
+        dir.path(),
+        "taken.toml",
+        &format!(
+            "[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"\"\n[storage]\ndatabase = \"{}\"\n",
+            dir.path().join("t.db").display()
+        ),
+    );
+    let key = nini_auth::crypto::generate_key_base64().expect("key");
+    let (code, _, err) = run(
+        &["run", "--config", cfg.to_str().expect("path")],
+        &[
+            ("NINI_AUTH_SECRET", &key),
+            ("TIKTOK_CLIENT_KEY", "k"),
+            ("TIKTOK_CLIENT_SECRET", "s"),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
