@@ -107,13 +107,18 @@ impl AuthError {
 
     /// "error: cause: cause" for the log line (never contains tokens or codes).
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(e) = src {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            src = e.source();
-        }
-        s
+        chain(self)
     }
+}
+
+/// "error: cause: cause": an error and its sources on one line, for logs.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
 }

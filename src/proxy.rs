@@ -241,8 +241,7 @@ impl ProxyHttp for AuthProxy {
         let lang = pages::negotiate(None, req.headers.get("accept-language").and_then(|v| v.to_str().ok()));
         if let Some(reply) = limits_exceeded(req, app.config.ops.max_request_body, &ctx.request_id) {
             ctx.route = "rejected";
-            ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
-            return Ok(true);
+            return self.answer(session, ctx, reply).await;
         }
         let query = req.uri.query().map(String::from);
         let canonical = if req.raw_path_is_utf8() {
@@ -255,14 +254,9 @@ impl ProxyHttp for AuthProxy {
             Err(e) => {
                 log::info!("rejected path: {e} request_id={}", ctx.request_id);
                 ctx.route = "rejected";
-                ctx.status = self
-                    .write_reply(
-                        session,
-                        bad_path_reply(navigation, &ctx.request_id, lang),
-                        &ctx.request_id,
-                    )
-                    .await?;
-                return Ok(true);
+                return self
+                    .answer(session, ctx, bad_path_reply(navigation, &ctx.request_id, lang))
+                    .await;
             }
         };
 
@@ -270,8 +264,7 @@ impl ProxyHttp for AuthProxy {
             ctx.route = "auth";
             let Some(body) = read_body(session).await? else {
                 let reply = Reply::json(413, &json!({ "error": "payload_too_large" }));
-                ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
-                return Ok(true);
+                return self.answer(session, ctx, reply).await;
             };
             let h = session.req_header();
             let wreq = web::Request {
@@ -284,8 +277,7 @@ impl ProxyHttp for AuthProxy {
                 forwarded_uri: ctx.forwarded.as_ref().and_then(|f| f.uri.clone()),
             };
             let reply = authflow::handle(app, &wreq).await;
-            ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
-            return Ok(true);
+            return self.answer(session, ctx, reply).await;
         }
 
         ctx.identity = self.session_identity(session).await;
@@ -306,8 +298,7 @@ impl ProxyHttp for AuthProxy {
         if canonical.matching == app.sync_path && session.req_header().method == http::Method::POST {
             ctx.route = "sync";
             let reply = crate::sync::sync_endpoint(app, ctx.identity.clone(), &ctx.request_id).await;
-            ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
-            return Ok(true);
+            return self.answer(session, ctx, reply).await;
         }
         let path_and_query = match &query {
             Some(q) => format!("{}?{q}", canonical.forward),
@@ -317,22 +308,16 @@ impl ProxyHttp for AuthProxy {
         ctx.route = if protected { "protected" } else { "public" };
         if ctx.identity.is_none() && protected {
             let reply = unauthenticated(app, navigation, &path_and_query);
-            ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
-            return Ok(true);
+            return self.answer(session, ctx, reply).await;
         }
 
         // The upstream gets exactly the path the decision was made on.
         match path_and_query.parse::<http::Uri>() {
             Ok(uri) => session.req_header_mut().set_uri(uri),
             Err(_) => {
-                ctx.status = self
-                    .write_reply(
-                        session,
-                        bad_path_reply(navigation, &ctx.request_id, lang),
-                        &ctx.request_id,
-                    )
-                    .await?;
-                return Ok(true);
+                return self
+                    .answer(session, ctx, bad_path_reply(navigation, &ctx.request_id, lang))
+                    .await;
             }
         }
         Ok(false)
@@ -553,6 +538,13 @@ impl ProxyHttp for AuthProxy {
 }
 
 impl AuthProxy {
+    /// Writes our own answer from `request_filter`; `Ok(true)` tells pingora the request is
+    /// done and the upstream is never contacted.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, reply: Reply) -> Result<bool> {
+        ctx.status = self.write_reply(session, reply, &ctx.request_id).await?;
+        Ok(true)
+    }
+
     async fn write_reply(&self, session: &mut Session, reply: Reply, request_id: &str) -> Result<u16> {
         let mut h = ResponseHeader::build(reply.status, Some(reply.headers.len() + 3))?;
         for (k, v) in &reply.headers {

@@ -262,6 +262,18 @@ fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0).min(MAX)))
 }
 
+/// An OAuth error body (`{"error": ...}`), whatever the HTTP status: TikTok sends them with
+/// 200 as well as 4xx, so the body decides.
+fn oauth_error(status: u16, body: &[u8]) -> Option<TikTokError> {
+    let err = serde_json::from_slice::<OAuthErrorBody>(body).ok()?;
+    Some(TikTokError::OAuth {
+        status,
+        error: err.error,
+        description: err.error_description,
+        log_id: err.log_id,
+    })
+}
+
 pub fn split_scopes(s: &str) -> Vec<&str> {
     s.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()
 }
@@ -380,13 +392,8 @@ impl TikTokClient {
         let status = resp.status().as_u16();
         let body = self.body(resp).await?;
         // TikTok reports OAuth errors in HTTP 200 bodies as well as 4xx: the body decides.
-        if let Ok(err) = serde_json::from_slice::<OAuthErrorBody>(&body) {
-            return Err(TikTokError::OAuth {
-                status,
-                error: err.error,
-                description: err.error_description,
-                log_id: err.log_id,
-            });
+        if let Some(err) = oauth_error(status, &body) {
+            return Err(err);
         }
         match serde_json::from_slice::<TokenResponse>(&body) {
             Ok(t) if (200..300).contains(&status) && !t.access_token.is_empty() => Ok(t),
@@ -410,13 +417,8 @@ impl TikTokClient {
             .await?;
         let status = resp.status().as_u16();
         let body = self.body(resp).await?;
-        if let Ok(err) = serde_json::from_slice::<OAuthErrorBody>(&body) {
-            return Err(TikTokError::OAuth {
-                status,
-                error: err.error,
-                description: err.error_description,
-                log_id: err.log_id,
-            });
+        if let Some(err) = oauth_error(status, &body) {
+            return Err(err);
         }
         if (200..300).contains(&status) {
             Ok(())

@@ -252,7 +252,7 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, Stri
             key_path.display(),
             cert_path.display()
         ),
-        rustls::Error::InvalidCertificate(_) | rustls::Error::InvalidCertRevocationList(_) => {
+        rustls::Error::InvalidCertificate(_) => {
             format!("{}: the certificate does not parse ({e})", cert_path.display())
         }
         e => format!("{}: unusable private key ({e})", key_path.display()),

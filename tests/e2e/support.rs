@@ -3,9 +3,12 @@
 //! tests can assert every `Location` and `Set-Cookie`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use nini_auth::config::{self, RawConfig, SecretsPolicy};
 use nini_auth::mock_tiktok::{MockConfig, MockTikTok};
@@ -129,12 +132,7 @@ impl TestEnv {
         let listen = free_port().expect("free port");
         let mut raw = nini_auth::demo::raw_config(listen, &env.mock.base_url(), env.upstream, &env.raw_db);
         raw.secrets.encryption_keys = keys;
-        let redirect = format!("http://{listen}{}", config::CALLBACK_PATH);
-        env.mock.update_config(|c| {
-            for client in &mut c.clients {
-                client.redirect_uris.push(redirect.clone());
-            }
-        });
+        env.allow_redirect_uri(&format!("http://{listen}{}", config::CALLBACK_PATH));
         let cfg = config::validate(
             raw,
             &std::collections::HashMap::<String, String>::new(),
@@ -151,6 +149,16 @@ impl TestEnv {
     pub async fn restart(&mut self) {
         let keys = self.keys.clone();
         self.restart_with_keys(keys).await;
+    }
+
+    /// Registers `uri` as one more redirect URI of every mock TikTok client (for a sidecar
+    /// on another port or behind a proxy).
+    pub fn allow_redirect_uri(&self, uri: &str) {
+        self.mock.update_config(|c| {
+            for client in &mut c.clients {
+                client.redirect_uris.push(uri.to_string());
+            }
+        });
     }
 }
 
@@ -452,4 +460,312 @@ pub async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     })
     .await;
     results.into_iter().flatten().collect()
+}
+
+// === Signed-in users ===
+
+/// The demo user's display name (the mock TikTok's `MockConfig::demo`).
+pub const DEMO_USER_NAME: &str = "María José 🌮";
+
+/// Signs in a new browser through the mock's consent page; returns the browser, its session
+/// cookie and the user id the upstream received.
+pub async fn signed_in(env: &TestEnv) -> (Browser, String, String) {
+    let b = Browser::new();
+    assert_eq!(b.login(env, "/").await.status, 302);
+    let session = b.cookie(session_cookie_name()).expect("session");
+    let echo = api_with(&session).echo(&env.url("/api/user"), &[]).await;
+    let uid = upstream_header(&echo.json(), "x-nini-user-id").pop().expect("user id");
+    (b, session, uid)
+}
+
+/// An API client (`Browser::api`) carrying the session cookie `session`.
+pub fn api_with(session: &str) -> Browser {
+    let api = Browser::api();
+    api.set_cookie(session_cookie_name(), session);
+    api
+}
+
+/// Asserts that `url` (a JSON string) is the authorize URL the sidecar sends a browser to: the
+/// mock's endpoint, the demo client, `response_type=code`, our callback and a state. `r` is
+/// what the failure messages show.
+pub fn assert_authorize_url(env: &TestEnv, url: &Value, r: &Value) {
+    let consent = url::Url::parse(url.as_str().expect("authorize URL string")).expect("authorize URL");
+    let expected = url::Url::parse(&env.mock.base_url()).expect("mock URL");
+    assert_eq!(consent.origin(), expected.origin(), "{r}");
+    assert_eq!(consent.path(), "/v2/auth/authorize/", "{r}");
+    let q: std::collections::HashMap<String, String> = consent.query_pairs().into_owned().collect();
+    assert_eq!(
+        q.get("client_key").map(String::as_str),
+        Some(nini_auth::mock_tiktok::DEMO_CLIENT_KEY),
+        "{r}"
+    );
+    assert_eq!(q.get("response_type").map(String::as_str), Some("code"), "{r}");
+    assert_eq!(
+        q.get("redirect_uri").cloned(),
+        Some(env.url(nini_auth::config::CALLBACK_PATH)),
+        "{r}"
+    );
+    assert!(q.get("state").is_some_and(|s| !s.is_empty()), "{r}");
+}
+
+/// The id of the primary (first) key of the ring `keys` (base64), as sealed values and
+/// identity tokens name it.
+pub fn primary_key_id(keys: &[String]) -> String {
+    nini_auth::crypto::KeyRing::from_base64(keys)
+        .expect("keys")
+        .primary_id()
+        .expect("primary key")
+        .to_string()
+}
+
+/// Seconds since the Unix epoch, by the system clock.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+// === Processes: the real binary, nginx, node scripts ===
+
+/// The `nini-auth` binary cargo built for this test run.
+pub const BIN: &str = env!("CARGO_BIN_EXE_nini-auth");
+
+/// Writes `text` to `dir/name`; returns its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    p
+}
+
+/// How a process that ran to its end went: exit code (-1 when a signal ended it), stdout and
+/// stderr.
+pub struct RunOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RunOut {
+    fn from_output(out: std::process::Output) -> RunOut {
+        RunOut {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The whole of stdout as JSON; panics (showing both streams) when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+
+    /// The last stdout line that is a JSON object, parsed; panics (showing both streams) when
+    /// there is none or it does not parse. `what` names the program in the message.
+    pub fn json_line(&self, what: &str) -> Value {
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON line from {what}:\n{}\n--- stderr\n{}", self.stdout, self.stderr));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from {what} ({e}): {line}"))
+    }
+}
+
+/// `nini-auth` without the environment variables that configure it (`TIKTOK_CLIENT_KEY`,
+/// `TIKTOK_CLIENT_SECRET`, `NINI_AUTH_SECRET`, `DATABASE_URL`, `NINI_AUTH_CONFIG`), so the
+/// shell the tests run in cannot change what they see; the caller sets what it needs.
+pub fn bin_command() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("TIKTOK_CLIENT_KEY")
+        .env_remove("TIKTOK_CLIENT_SECRET")
+        .env_remove("NINI_AUTH_SECRET")
+        .env_remove("DATABASE_URL")
+        .env_remove("NINI_AUTH_CONFIG");
+    c
+}
+
+/// Runs `nini-auth ARGS…` (see `bin_command`) with `envs` to its end.
+pub fn run_binary(args: &[&str], envs: &[(&str, &str)]) -> RunOut {
+    let mut c = bin_command();
+    c.args(args).envs(envs.iter().copied());
+    RunOut::from_output(c.output().expect("run binary"))
+}
+
+/// A child process that is killed and reaped when dropped, so a failing test leaves nothing
+/// running. Derefs to the `Child` (`id`, `wait`, its pipes).
+pub struct Kill(pub Child);
+
+impl std::ops::Deref for Kill {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kill {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `nini-auth run` (see `bin_command`) on a free loopback port: `config(listen)` is
+/// written to `dir/<name>.toml`, `envs` are set, stdout is discarded and stderr goes to
+/// `stderr`. Returns once the port accepts connections (panics after 15 s).
+pub fn spawn_binary(
+    dir: &Path,
+    name: &str,
+    config: impl FnOnce(SocketAddr) -> String,
+    envs: &[(&str, &str)],
+    stderr: Stdio,
+) -> (Kill, SocketAddr) {
+    let listen = free_port().expect("free port");
+    let cfg = write_file(dir, &format!("{name}.toml"), &config(listen));
+    let child = bin_command()
+        .args(["run", "--config", cfg.to_str().expect("path")])
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn nini-auth");
+    let child = Kill(child);
+    wait_for_port(listen, Duration::from_secs(15), &format!("nini-auth ({name})"));
+    (child, listen)
+}
+
+/// Waits until something accepts TCP connections on `addr`; panics naming `what` when
+/// nothing does within `within`.
+pub fn wait_for_port(addr: SocketAddr, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {addr} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `sig` (`-TERM`, `-INT`, …) to `child` with kill(1); panics when that fails.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig} {}: {ok}", child.id());
+}
+
+/// All that `child` writes to its (piped) stderr until it closes it.
+pub fn read_stderr(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut text)
+        .expect("read stderr");
+    text
+}
+
+/// Reports that a test (or part of one) cannot run here: prints `msg` (which starts with
+/// `skipping: `) and returns, so the caller can skip; under `NINI_AUTH_REQUIRE_BROWSER=1` (set
+/// by `scripts/test`, hence CI), where nothing may be skipped, panics instead.
+pub fn skip_or_fail(msg: &str) {
+    if std::env::var("NINI_AUTH_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        panic!("{msg} [NINI_AUTH_REQUIRE_BROWSER=1, so this is a failure]");
+    }
+    eprintln!("{msg}");
+}
+
+/// The crate's root directory: node scripts run there.
+pub fn crate_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What is missing to run node scripts from `dir` (relative to the crate root) that use
+/// `packages` from its node_modules, and Chromium when `chromium` is set, if anything.
+fn node_missing(dir: &str, packages: &[&str], chromium: bool) -> Option<String> {
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node_ok {
+        return Some("`node` is not on PATH (install Node.js >= 20)".into());
+    }
+    let modules = crate_root().join(dir).join("node_modules");
+    for p in packages {
+        if !modules.join(p).join("package.json").is_file() {
+            return Some(format!(
+                "{} is missing (run `npm ci` in {dir})",
+                modules.join(p).display()
+            ));
+        }
+    }
+    if chromium {
+        // Where playwright-core looks (the scripts read the same variable).
+        let chromium = std::env::var_os("CHROMIUM_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        if !chromium.is_file() {
+            return Some(format!(
+                "Chromium is not at {} (install Debian's `chromium` package)",
+                chromium.display()
+            ));
+        }
+    }
+    None
+}
+
+/// True when node scripts from `dir` (relative to the crate root, e.g. `tests/nextauth`) can
+/// run: `node` on PATH, `packages` in `dir/node_modules` and, when `chromium` is set,
+/// Chromium at `$CHROMIUM_PATH` (default /usr/bin/chromium). Otherwise reports
+/// `skipping: the <what> cannot run: <why>` through `skip_or_fail` and returns false.
+pub fn node_or_skip(what: &str, dir: &str, packages: &[&str], chromium: bool) -> bool {
+    let Some(why) = node_missing(dir, packages, chromium) else {
+        return true;
+    };
+    skip_or_fail(&format!(
+        "skipping: the {what} cannot run: {why}; `scripts/setup` installs everything"
+    ));
+    false
+}
+
+/// Runs `node SCRIPT ARGS…` in the crate root and returns how it ended, whatever that was;
+/// panics when node cannot start or the script does not finish within `limit` (it is killed).
+pub async fn node_output(script: &str, args: &[impl AsRef<OsStr>], limit: Duration) -> RunOut {
+    let run = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(crate_root())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(limit, run).await {
+        Ok(Ok(out)) => RunOut::from_output(out),
+        Ok(Err(e)) => panic!("cannot run node {script}: {e}"),
+        Err(_) => panic!("node {script} did not finish within {limit:?}"),
+    }
+}
+
+/// Runs `node SCRIPT ARGS…` like `node_output` and returns the last JSON line it printed;
+/// panics with its stdout and stderr when it fails, times out or prints no JSON.
+pub async fn run_node(script: &str, args: &[impl AsRef<OsStr>], limit: Duration) -> Value {
+    let out = node_output(script, args, limit).await;
+    assert!(
+        out.code == 0,
+        "node {script} failed (exit code {}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+    out.json_line(script)
 }
