@@ -33,11 +33,6 @@ pub async fn handle(app: &App, req: &Request) -> Reply {
     let action = action.strip_prefix(BASE).unwrap_or("").trim_end_matches('/');
     let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
     let post = req.method == http::Method::POST;
-    // Forward-auth (nginx auth_request, Traefik forwardAuth, Envoy ext_authz): any method,
-    // and Envoy appends the original path to the configured prefix.
-    if action == "/verify" || action.starts_with("/verify/") {
-        return verify(app, req).await;
-    }
     match (action, get, post) {
         ("/signin", true, _) => signin_page(app, req),
         ("/webhooks/tiktok", _, true) => crate::webhook::tiktok(app, req).await,
@@ -435,6 +430,7 @@ async fn revoke_tokens(app: &App, user_id: &str, request_id: &str) {
         if let Err(e) = app.store.run(move |s| s.clear_tokens(&uid, now)).await {
             log::warn!("sign-out: clearing tokens failed: {e} request_id={request_id}");
         }
+        app.tokens.forget(user_id);
     }
 }
 
@@ -528,14 +524,31 @@ async fn session_update(app: &App, req: &Request) -> Reply {
 
 // === forward-auth ===
 
-/// `/api/auth/verify`: 202 with the identity headers for a live session, 401 otherwise —
-/// never a redirect (the calling proxy decides what to do with a 401). A trusted proxy's
-/// original URI only shapes the sign-in link offered in `X-Auth-Request-Redirect`; it never
-/// decides whether a session is required.
-async fn verify(app: &App, req: &Request) -> Reply {
+/// Recognises the forward-auth endpoint on the RAW request path: `Some(None)` for
+/// `/api/auth/verify`, `Some(Some(suffix))` for Envoy's `/api/auth/verify/<original path>`.
+pub fn verify_suffix(raw_path: &str) -> Option<Option<&str>> {
+    let prefix = "/api/auth/verify";
+    let head = raw_path.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    match &raw_path[prefix.len()..] {
+        "" => Some(None),
+        rest if rest.starts_with('/') => Some(Some(rest)),
+        _ => None,
+    }
+}
+
+/// `/api/auth/verify` (any method): a 2xx with the identity headers for a live session, 401
+/// otherwise — never a redirect (the calling proxy decides what to do with a 401). The 2xx is
+/// 202, except for Envoy's path-suffix form: Envoy's HTTP ext_authz allows only 200. A
+/// trusted proxy's original URI only shapes the sign-in link offered in
+/// `X-Auth-Request-Redirect`; it never decides whether a session is required.
+pub async fn verify(app: &App, req: &Request, envoy: bool) -> Reply {
     match signed_in(app, req).await {
         Some(id) => {
-            let mut reply = Reply::new(202, "text/plain; charset=utf-8", bytes::Bytes::new()).no_store();
+            let status = if envoy { 200 } else { 202 };
+            let mut reply = Reply::new(status, "text/plain; charset=utf-8", bytes::Bytes::new()).no_store();
             for (name, value) in crate::headers::identity_headers(&id) {
                 reply = reply.header(name, value);
             }

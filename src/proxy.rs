@@ -244,6 +244,23 @@ impl ProxyHttp for AuthProxy {
             return self.answer(session, ctx, reply).await;
         }
         let query = req.uri.query().map(String::from);
+        // Envoy ext_authz appends the original path to /api/auth/verify. That suffix is data,
+        // not routing: judged on the raw path, before dot segments could move it elsewhere.
+        if let Some(suffix) = authflow::verify_suffix(req.uri.path()) {
+            ctx.route = "auth";
+            let h = session.req_header();
+            let wreq = web::Request {
+                method: h.method.clone(),
+                path: format!("{}/verify", authflow::BASE),
+                query: None,
+                headers: h.headers.clone(),
+                body: Bytes::new(),
+                request_id: ctx.request_id.clone(),
+                forwarded_uri: ctx.forwarded.as_ref().and_then(|f| f.uri.clone()),
+            };
+            let reply = authflow::verify(app, &wreq, suffix.is_some()).await;
+            return self.answer(session, ctx, reply).await;
+        }
         let canonical = if req.raw_path_is_utf8() {
             paths::canonicalize(req.uri.path())
         } else {

@@ -80,6 +80,11 @@ pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<App>), StartErro
     }
     if mode == Mode::Process {
         server.add_service(background_service("drain", Drain { app: app.clone() }));
+        if cfg.ops.tls.is_none() {
+            // SIGHUP's default action ends the process; operators send it to reload (with TLS
+            // it reloads certificates, see tls.rs). Without TLS there is nothing to reload.
+            server.add_service(background_service("sighup", IgnoreSighup));
+        }
     }
     server.add_service(background_service(
         "purge expired sessions",
@@ -125,6 +130,25 @@ impl BackgroundService for Invalidations {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => seen = self.app.apply_invalidations(seen).await,
+            }
+        }
+    }
+}
+
+struct IgnoreSighup;
+
+#[async_trait]
+impl BackgroundService for IgnoreSighup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            log::warn!("cannot listen for SIGHUP; it would end the process");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                Some(()) = hup.recv() => log::info!("SIGHUP received: nothing to reload (no TLS configured)"),
             }
         }
     }

@@ -679,11 +679,15 @@ impl Store {
     /// Forgets the user's TikTok tokens (after revoke, or when the grant is dead).
     pub fn clear_tokens(&self, user_id: &str, now: i64) -> Result<(), StoreError> {
         self.with_conn(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "UPDATE users SET access_token = NULL, refresh_token = NULL, token_expires_at = NULL,
                         refresh_expires_at = NULL, updated_at = ?2 WHERE id = ?1",
                 params![user_id, now],
             )?;
+            // Other processes must drop their cached access token for this user.
+            invalidate(&tx, Some(user_id), None, now)?;
+            tx.commit()?;
             Ok(())
         })
     }

@@ -1,81 +1,166 @@
-//! The effective configuration as TOML-like text for `nini-auth check`, every secret redacted.
+//! The effective configuration as TOML for `nini-auth check`: every section once, every key
+//! with its effective value (environment overrides applied), every secret redacted. Unset
+//! optional keys are shown commented out, so the text parses as a config file.
 
 use super::{format_duration, Config, LogFormat};
 
-impl Config {
-    /// The effective configuration as TOML-like text with every secret redacted (`check`).
-    pub fn describe(&self) -> String {
-        let q = |s: &str| format!("{s:?}");
-        let list = |v: &[String]| format!("[{}]", v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "));
-        let redacted = |s: &str| {
-            if s.is_empty() {
-                "\"\" # not set".to_string()
-            } else {
-                "\"<redacted>\"".to_string()
-            }
-        };
-        format!(
-            "[server]\nlisten = {}\npublic_url = {}\nthreads = {}\nshutdown_timeout = {}\n\n\
-             [upstream]\nurl = {}\nconnect_timeout = {}\nread_timeout = {}\nforward_access_token = {}\n\n\
-             [tiktok]\nclient_key = {}\nclient_secret = {}\nscopes = {}\npkce = {}\nauthorize_url = {}\napi_base_url = {}\ntimeout = {}\n\n\
-             [storage]\ndatabase = {}\n\n\
-             [session]\nlifetime = {}\nrefresh_margin = {}\n\n\
-             [secrets]\nencryption_keys = {} # {} key(s); key ids {}\n\n\
-             [routes]\nprotected = {}\n\n\
-             [sync]\npath = {}\ncooldown = {}\ntimezone = {}\nmax_pages = {}\ninterval = {}\nactive_within = {}\nbatch = {}\nrequests_per_minute = {}\n",
-            q(&self.listen.to_string()),
-            q(self.public_url.as_str()),
-            self.threads,
-            q(&format_duration(self.shutdown_timeout)),
-            q(self.upstream.url.as_str()),
-            q(&format_duration(self.upstream.connect_timeout)),
-            q(&format_duration(self.upstream.read_timeout)),
-            self.upstream.forward_access_token,
-            q(&self.tiktok.client_key),
-            redacted(self.tiktok.client_secret.expose()),
-            list(&self.tiktok.scopes),
-            q(&self.tiktok.pkce.to_string()),
-            q(self.tiktok.authorize_url.as_str()),
-            q(self.tiktok.api_base_url.as_str()),
-            q(&format_duration(self.tiktok.timeout)),
-            q(&self.database.display().to_string()),
-            q(&format_duration(self.session_lifetime)),
-            q(&format_duration(self.refresh_margin)),
-            "[\"<redacted>\"]",
-            self.keys.len(),
-            self.keys.key_ids().join(","),
-            list(&self.protected),
-            q(&self.sync.path),
-            q(&format_duration(self.sync.cooldown)),
-            q(&self.sync.timezone_name),
-            self.sync.max_pages,
-            q(&format_duration(self.sync.interval)),
-            q(&format_duration(self.sync.active_within)),
-            self.sync.batch,
-            self.sync.requests_per_minute,
-        ) + &self.describe_ops()
+/// Accumulates `[section]` blocks of `key = value` lines.
+struct Toml(String);
+
+impl Toml {
+    fn section(&mut self, name: &str) {
+        if !self.0.is_empty() {
+            self.0.push('\n');
+        }
+        self.0.push_str(&format!("[{name}]\n"));
     }
 
-    fn describe_ops(&self) -> String {
+    fn raw(&mut self, key: &str, value: impl std::fmt::Display) {
+        self.0.push_str(&format!("{key} = {value}\n"));
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.raw(key, format!("{value:?}"));
+    }
+
+    fn dur(&mut self, key: &str, d: std::time::Duration) {
+        self.str(key, &format_duration(d));
+    }
+
+    fn list(&mut self, key: &str, items: &[String]) {
+        let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+        self.raw(key, format!("[{}]", quoted.join(", ")));
+    }
+
+    fn comment(&mut self, line: &str) {
+        self.0.push_str(&format!("# {line}\n"));
+    }
+}
+
+impl Config {
+    /// The effective configuration (`nini-auth check`).
+    pub fn describe(&self) -> String {
+        let mut t = Toml(String::new());
         let o = &self.ops;
-        let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
-        let (cert, key) = match &o.tls {
-            Some((c, k)) => (path(c), path(k)),
-            None => ("\"\" # plain HTTP".into(), "\"\"".into()),
-        };
-        let proxies: Vec<String> = o.trusted_proxies.iter().map(|c| format!("\"{c}\"")).collect();
-        format!(
-            "\n[server] # operations\ntls_cert = {cert}\ntls_key = {key}\nhttp_redirect_listen = {}\nhsts_max_age = {}\n\
-             trusted_proxies = [{}]\nmax_request_body = {}\n\n[admin]\nlisten = {}\n\n[log]\nformat = {:?}\n",
-            o.http_redirect_listen.map(|a| format!("\"{a}\"")).unwrap_or_else(|| "\"\" # off".into()),
-            o.hsts_max_age.map(|d| format!("\"{}\"", format_duration(d))).unwrap_or_else(|| "\"0s\" # off (not https)".into()),
-            proxies.join(", "),
-            o.max_request_body,
-            o.admin_listen.map(|a| format!("\"{a}\"")).unwrap_or_else(|| "\"\" # off".into()),
+
+        t.section("server");
+        t.str("listen", &self.listen.to_string());
+        t.str("public_url", self.public_url.as_str());
+        t.raw("threads", self.threads);
+        t.dur("shutdown_timeout", self.shutdown_timeout);
+        match &o.tls {
+            Some((cert, key)) => {
+                t.str("tls_cert", &cert.display().to_string());
+                t.str("tls_key", &key.display().to_string());
+            }
+            None => t.comment("tls_cert, tls_key: not set (plain HTTP on listen)"),
+        }
+        match o.http_redirect_listen {
+            Some(a) => t.str("http_redirect_listen", &a.to_string()),
+            None => t.comment("http_redirect_listen: not set"),
+        }
+        match o.hsts_max_age {
+            Some(d) => t.dur("hsts_max_age", d),
+            None if self.public_url.scheme() == "https" => t.str("hsts_max_age", "0s"),
+            None => t.comment("hsts_max_age: not sent (public_url is not https)"),
+        }
+        let proxies: Vec<String> = o.trusted_proxies.iter().map(|c| c.to_string()).collect();
+        t.list("trusted_proxies", &proxies);
+        t.raw("max_request_body", o.max_request_body);
+
+        t.section("upstream");
+        t.str("url", self.upstream.url.as_str());
+        t.dur("connect_timeout", self.upstream.connect_timeout);
+        t.dur("read_timeout", self.upstream.read_timeout);
+        t.raw("forward_access_token", self.upstream.forward_access_token);
+
+        t.section("tiktok");
+        t.str("client_key", &self.tiktok.client_key);
+        if self.tiktok.client_secret.expose().is_empty() {
+            t.str("client_secret", "");
+        } else {
+            t.str("client_secret", "<redacted>");
+        }
+        t.list("scopes", &self.tiktok.scopes);
+        t.str("pkce", &self.tiktok.pkce.to_string());
+        t.str("authorize_url", self.tiktok.authorize_url.as_str());
+        t.str("api_base_url", self.tiktok.api_base_url.as_str());
+        t.dur("timeout", self.tiktok.timeout);
+
+        t.section("storage");
+        t.str("database", &self.database.display().to_string());
+
+        t.section("session");
+        t.dur("lifetime", self.session_lifetime);
+        t.dur("refresh_margin", self.refresh_margin);
+
+        t.section("secrets");
+        t.comment(&format!(
+            "encryption_keys: {} key(s) loaded, ids {} (the first encrypts); values redacted",
+            self.keys.len(),
+            self.keys.key_ids().join(", ")
+        ));
+
+        t.section("routes");
+        t.list("protected", &self.protected);
+
+        t.section("sync");
+        t.str("path", &self.sync.path);
+        t.dur("cooldown", self.sync.cooldown);
+        t.str("timezone", &self.sync.timezone_name);
+        t.raw("max_pages", self.sync.max_pages);
+        t.dur("interval", self.sync.interval);
+        t.dur("active_within", self.sync.active_within);
+        t.raw("batch", self.sync.batch);
+        t.raw("requests_per_minute", self.sync.requests_per_minute);
+
+        t.section("admin");
+        t.str("listen", &o.admin_listen.map(|a| a.to_string()).unwrap_or_default());
+
+        t.section("log");
+        t.str(
+            "format",
             match o.log_format {
                 LogFormat::Text => "text",
                 LogFormat::Json => "json",
             },
-        )
+        );
+
+        t.section("identity");
+        t.raw("jwt", self.identity.jwt);
+        t.str("audience", &self.identity.audience);
+        t.dur("ttl", self.identity.ttl);
+        t.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::super::{parse, validate, RawConfig, SecretsPolicy};
+
+    #[test]
+    fn describe_parses_back_to_the_same_config_without_secrets() {
+        let key = crate::crypto::generate_key_base64().expect("key");
+        let env: HashMap<String, String> = [
+            ("TIKTOK_CLIENT_KEY", "ck"),
+            ("TIKTOK_CLIENT_SECRET", "very-secret"),
+            ("NINI_AUTH_SECRET", key.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut raw = RawConfig::default();
+        raw.server.public_url = "https://app.example.com".into();
+        raw.server.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let cfg = validate(raw, &env, SecretsPolicy::Required).expect("valid");
+        let text = cfg.describe();
+        assert!(!text.contains("very-secret") && !text.contains(&key), "{text}");
+        assert_eq!(text.matches("[server]").count(), 1);
+        assert!(text.contains("[identity]") && text.contains("hsts_max_age = \"365d\""));
+        let back = parse(&text).expect("describe output parses as config");
+        let again = validate(back, &env, SecretsPolicy::Required).expect("and validates");
+        assert_eq!(again.describe(), text, "round trip");
     }
 }

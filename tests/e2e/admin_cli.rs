@@ -8,43 +8,25 @@ use std::time::{Duration, Instant};
 
 use nini_auth::crypto::KeyRing;
 use nini_auth::store::{LoginState, Profile, Store, Tokens};
-use serde_json::Value;
 
 use crate::support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_nini-auth");
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
-    }
-}
 
 /// A config that points at `db`; everything else is left at its defaults, the secrets come
 /// from the environment as in production.
 fn config(dir: &Path, db: &Path) -> PathBuf {
-    let p = dir.join("admin.toml");
-    std::fs::write(
-        &p,
-        format!(
+    write_file(
+        dir,
+        "admin.toml",
+        &format!(
             "[storage]\ndatabase = \"{}\"\n[tiktok]\nclient_key = \"k\"\n",
             db.display()
         ),
     )
-    .expect("write config");
-    p
 }
 
 /// Runs `nini-auth --config CFG ARGS…` with `keys` as `NINI_AUTH_SECRET` (off the async
 /// workers: the mock TikTok and the sidecar share them).
-async fn admin(cfg: &Path, keys: &[String], args: &[&str]) -> Out {
+async fn admin(cfg: &Path, keys: &[String], args: &[&str]) -> RunOut {
     let cfg = cfg.to_path_buf();
     let keys = keys.join(",");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -53,39 +35,11 @@ async fn admin(cfg: &Path, keys: &[String], args: &[&str]) -> Out {
         .expect("join")
 }
 
-fn run(cfg: &Path, keys: &str, args: &[String]) -> Out {
-    let out = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .env_remove("TIKTOK_CLIENT_KEY")
-        .env_remove("DATABASE_URL")
-        .env_remove("NINI_AUTH_CONFIG")
-        .env("NINI_AUTH_SECRET", keys)
-        .env("TIKTOK_CLIENT_SECRET", "s")
-        .output()
-        .expect("run binary");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Logs in through the sidecar; returns (browser, session cookie, user id).
-async fn signed_in(env: &TestEnv) -> (Browser, String, String) {
-    let b = Browser::new();
-    assert_eq!(b.login(env, "/").await.status, 302);
-    let session = b.cookie(session_cookie_name()).expect("session");
-    let echo = api_with(&session).echo(&env.url("/api/user"), &[]).await;
-    let uid = upstream_header(&echo.json(), "x-nini-user-id").pop().expect("user id");
-    (b, session, uid)
-}
-
-fn api_with(session: &str) -> Browser {
-    let api = Browser::api();
-    api.set_cookie(session_cookie_name(), session);
-    api
+/// Runs `nini-auth --config CFG ARGS…` with `keys` as `NINI_AUTH_SECRET`.
+fn run(cfg: &Path, keys: &str, args: &[String]) -> RunOut {
+    let mut all = vec!["--config", cfg.to_str().expect("path")];
+    all.extend(args.iter().map(String::as_str));
+    run_binary(&all, &[("NINI_AUTH_SECRET", keys), ("TIKTOK_CLIENT_SECRET", "s")])
 }
 
 /// The access token TikTok issued, as the sidecar presented it to the user-info endpoint.
@@ -103,11 +57,7 @@ fn session_prefix(cookie: &str) -> String {
 }
 
 fn key_id(key: &str) -> String {
-    KeyRing::from_base64(&[key.to_string()])
-        .expect("key")
-        .primary_id()
-        .expect("id")
-        .to_string()
+    primary_key_id(&[key.to_string()])
 }
 
 fn tokens(tag: &str) -> Tokens {
@@ -135,13 +85,6 @@ fn user_sealed_with(db: &Path, keys: &[&String], open_id: &str, now: i64, sessio
         .complete_login(&profile, &tokens(open_id), &session, session_expires, None, now)
         .expect("login")
         .user_id
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
 }
 
 /// Every sealed value in the database: (what, sealed).

@@ -2,39 +2,14 @@
 //! effective config with secrets redacted and the redirect URI, `keygen`, and prompt exit on
 //! SIGTERM and SIGINT.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nini-auth");
-
-fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).expect("write config");
-    p
-}
-
-fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("TIKTOK_CLIENT_KEY")
-        .env_remove("TIKTOK_CLIENT_SECRET")
-        .env_remove("NINI_AUTH_SECRET")
-        .env_remove("DATABASE_URL")
-        .env_remove("NINI_AUTH_CONFIG");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run binary");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::support::{read_stderr, run_binary, signal, spawn_binary, write_file, RunOut};
 
 #[test]
 fn bad_config_lists_every_problem_with_its_key_and_exits_64() {
     let dir = tempfile::tempdir().expect("dir");
-    let cfg = write(
+    let cfg = write_file(
         dir.path(),
         "bad.toml",
         r#"
@@ -52,7 +27,7 @@ lifetime = "forever"
 protected = ["dashboard"]
 "#,
     );
-    let (code, _out, err) = run(&["check", "--config", cfg.to_str().expect("path")], &[]);
+    let RunOut { code, stderr: err, .. } = run_binary(&["check", "--config", cfg.to_str().expect("path")], &[]);
     assert_eq!(code, 64, "{err}");
     for key in [
         "server.listen",
@@ -74,20 +49,20 @@ protected = ["dashboard"]
     );
 
     // Unknown keys are errors too, naming the key.
-    let typo = write(
+    let typo = write_file(
         dir.path(),
         "typo.toml",
         "[server]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n",
     );
-    let (code, _, err) = run(&["check", "--config", typo.to_str().expect("path")], &[]);
+    let RunOut { code, stderr: err, .. } = run_binary(&["check", "--config", typo.to_str().expect("path")], &[]);
     assert_eq!(code, 64);
     assert!(err.contains("server.listn") && err.contains("unknown field"), "{err}");
-    let section = write(dir.path(), "section.toml", "[sever]\nlisten = \"x\"\n");
-    let (code, _, err) = run(&["check", "--config", section.to_str().expect("path")], &[]);
+    let section = write_file(dir.path(), "section.toml", "[sever]\nlisten = \"x\"\n");
+    let RunOut { code, stderr: err, .. } = run_binary(&["check", "--config", section.to_str().expect("path")], &[]);
     assert_eq!(code, 64);
     assert!(err.contains("sever"), "{err}");
     // Missing file.
-    let (code, _, err) = run(&["run", "--config", "/nonexistent/nini.toml"], &[]);
+    let RunOut { code, stderr: err, .. } = run_binary(&["run", "--config", "/nonexistent/nini.toml"], &[]);
     assert_eq!(code, 64);
     assert!(err.contains("/nonexistent/nini.toml"));
 }
@@ -96,8 +71,8 @@ protected = ["dashboard"]
 fn check_redacts_secrets_and_prints_redirect_uri() {
     let dir = tempfile::tempdir().expect("dir");
     let key = nini_auth::crypto::generate_key_base64().expect("key");
-    let secret_file = write(dir.path(), "secret", "file-secret-value\n");
-    let cfg = write(
+    let secret_file = write_file(dir.path(), "secret", "file-secret-value\n");
+    let cfg = write_file(
         dir.path(),
         "ok.toml",
         &format!(
@@ -105,7 +80,11 @@ fn check_redacts_secrets_and_prints_redirect_uri() {
             secret_file.display()
         ),
     );
-    let (code, out, err) = run(
+    let RunOut {
+        code,
+        stdout: out,
+        stderr: err,
+    } = run_binary(
         &["check", "--config", cfg.to_str().expect("path")],
         &[
             ("NINI_AUTH_SECRET", &key),
@@ -127,7 +106,7 @@ fn check_redacts_secrets_and_prints_redirect_uri() {
         "DATABASE_URL overrides: {out}"
     );
     // Env overrides the file's client key.
-    let (code, out, _) = run(
+    let RunOut { code, stdout: out, .. } = run_binary(
         &["check", "--config", cfg.to_str().expect("path")],
         &[("NINI_AUTH_SECRET", &key), ("TIKTOK_CLIENT_KEY", "from-env")],
     );
@@ -135,7 +114,11 @@ fn check_redacts_secrets_and_prints_redirect_uri() {
     assert!(out.contains("from-env") && !out.contains("ck-123"));
     // The shipped config.toml is valid once secrets are provided.
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
-    let (code, out, err) = run(
+    let RunOut {
+        code,
+        stdout: out,
+        stderr: err,
+    } = run_binary(
         &["check", "--config", shipped],
         &[
             ("NINI_AUTH_SECRET", &key),
@@ -150,42 +133,32 @@ fn check_redacts_secrets_and_prints_redirect_uri() {
 #[test]
 fn keygen_prints_a_32_byte_key() {
     use base64::Engine;
-    let (code, out, _) = run(&["keygen"], &[]);
+    let RunOut { code, stdout: out, .. } = run_binary(&["keygen"], &[]);
     assert_eq!(code, 0);
     let k = base64::engine::general_purpose::STANDARD
         .decode(out.trim())
         .expect("base64");
     assert_eq!(k.len(), 32);
-    let (_, out2, _) = run(&["keygen"], &[]);
+    let RunOut { stdout: out2, .. } = run_binary(&["keygen"], &[]);
     assert_ne!(out, out2);
 }
 
-fn start_binary(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
-    let listen = nini_auth::server::free_port().expect("port");
+/// The binary on a free port with a minimal config (upstream left at its default), logging at
+/// info to a piped stderr.
+fn start_binary(dir: &std::path::Path) -> (crate::support::Kill, std::net::SocketAddr) {
     let key = nini_auth::crypto::generate_key_base64().expect("key");
-    let cfg = write(
-        dir,
-        "run.toml",
-        &format!(
+    let config = |listen: std::net::SocketAddr| {
+        format!(
             "[admin]\nlisten = \"\"\n[server]\nlisten = \"{listen}\"\npublic_url = \"http://{listen}\"\nshutdown_timeout = \"3s\"\n[storage]\ndatabase = \"{}\"\n[tiktok]\nclient_key = \"k\"\n",
             dir.join("run.db").display()
-        ),
-    );
-    let child = Command::new(BIN)
-        .args(["run", "--config", cfg.to_str().expect("path")])
-        .env("NINI_AUTH_SECRET", key)
-        .env("TIKTOK_CLIENT_SECRET", "s")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(200)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "binary did not start listening");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    (child, listen)
+        )
+    };
+    let envs = [
+        ("NINI_AUTH_SECRET", key.as_str()),
+        ("TIKTOK_CLIENT_SECRET", "s"),
+        ("RUST_LOG", "info"),
+    ];
+    spawn_binary(dir, "run", config, &envs, Stdio::piped())
 }
 
 fn wait_exit(child: &mut std::process::Child, within: std::time::Duration) -> std::process::ExitStatus {
@@ -205,11 +178,7 @@ fn sigterm_and_sigint_stop_promptly_and_logs_say_where() {
         let dir = tempfile::tempdir().expect("dir");
         let (mut child, listen) = start_binary(dir.path());
         let started = std::time::Instant::now();
-        let ok = Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
+        signal(&child, sig);
         let st = wait_exit(&mut child, std::time::Duration::from_secs(10));
         assert!(st.success(), "{sig}: exit {st:?}");
         assert!(
@@ -217,14 +186,7 @@ fn sigterm_and_sigint_stop_promptly_and_logs_say_where() {
             "{sig} took {:?}",
             started.elapsed()
         );
-        let mut err = String::new();
-        use std::io::Read;
-        child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut err)
-            .expect("read");
+        let err = read_stderr(&mut child);
         assert!(err.contains(&format!("listening on {listen}")), "{err}");
         assert!(err.contains("forwarding to http://127.0.0.1:3000/"), "{err}");
         assert!(dir.path().join("run.db").exists());
@@ -236,7 +198,7 @@ fn a_taken_port_is_a_clear_start_error() {
     let dir = tempfile::tempdir().expect("dir");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
-    let cfg = write(
+    let cfg = write_file(
         dir.path(),
         "taken.toml",
         &format!(
@@ -245,7 +207,7 @@ fn a_taken_port_is_a_clear_start_error() {
         ),
     );
     let key = nini_auth::crypto::generate_key_base64().expect("key");
-    let (code, _, err) = run(
+    let RunOut { code, stderr: err, .. } = run_binary(
         &["run", "--config", cfg.to_str().expect("path")],
         &[
             ("NINI_AUTH_SECRET", &key),

@@ -7,16 +7,10 @@ use std::process::{Command, Stdio};
 use crate::support::*;
 
 struct Nginx {
-    child: std::process::Child,
-    /// nginx's prefix directory (config, pid, temp files) lives as long as nginx does.
+    _child: Kill,
+    /// nginx's prefix directory (config, pid, temp files) lives as long as nginx does (fields
+    /// drop in order: nginx is stopped first).
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn nginx_bin() -> Option<std::path::PathBuf> {
@@ -33,10 +27,7 @@ fn start_nginx(
     app: std::net::SocketAddr,
 ) -> Option<Nginx> {
     let Some(bin) = nginx_bin() else {
-        if std::env::var("NINI_AUTH_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("nginx is not installed (scripts/setup installs nginx-light)");
-        }
-        eprintln!("skipping: nginx is not installed (scripts/setup installs nginx-light)");
+        skip_or_fail("skipping: nginx is not installed (scripts/setup installs nginx-light)");
         return None;
     };
     let dir = tempfile::tempdir().expect("dir");
@@ -56,20 +47,19 @@ fn start_nginx(
          http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{server}\n}}\n"
     );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).expect("write nginx.conf");
+    let path = write_file(dir.path(), "nginx.conf", &conf);
     let child = Command::new(bin)
         .args(["-p", &d.to_string(), "-c", path.to_str().expect("path")])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn nginx");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(200)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Some(Nginx { child, _dir: dir })
+    let child = Kill(child);
+    wait_for_port(listen, std::time::Duration::from_secs(10), "nginx");
+    Some(Nginx {
+        _child: child,
+        _dir: dir,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,22 +74,22 @@ async fn nginx_auth_request_in_front_of_the_app() {
         })
         .start()
         .await;
-    let callback = format!("{front_origin}{}", nini_auth::config::CALLBACK_PATH);
-    env.mock.update_config(|c| {
-        for client in &mut c.clients {
-            client.redirect_uris.push(callback.clone());
-        }
-    });
+    env.allow_redirect_uri(&format!("{front_origin}{}", nini_auth::config::CALLBACK_PATH));
     let Some(_nginx) = start_nginx(front, env.sidecar().addr, env.upstream) else {
         return;
     };
 
     // Not signed in: nginx sends the browser to sign-in, keeping where it wanted to go.
     let b = Browser::new();
-    let r = b.get(&format!("{front_origin}/dashboard?tab=1")).await;
+    let r = b.get(&format!("{front_origin}/dashboard?tab=1&view=grid")).await;
     assert_eq!(r.status, 302, "{}", r.body);
     let signin = r.location().expect("location").to_string();
-    assert!(signin.contains("/api/auth/signin?rd=/dashboard"), "{signin}");
+    // The whole target, query included, survives (nini-auth encoded it from X-Original-URI).
+    let want = format!(
+        "{front_origin}/api/auth/signin?callbackUrl={}",
+        urlencode(&format!("{front_origin}/dashboard?tab=1&view=grid"))
+    );
+    assert_eq!(signin, want);
     // API-style requests too (nginx decides; the sidecar only said 401).
     let r = Browser::api().get(&format!("{front_origin}/api/data")).await;
     assert_eq!(r.status, 302);
@@ -115,7 +105,7 @@ async fn nginx_auth_request_in_front_of_the_app() {
     assert_eq!(page.status, 200);
     assert_eq!(
         extract_value(&page.body, "callbackUrl"),
-        Some(format!("{front_origin}/dashboard?tab=1"))
+        Some(format!("{front_origin}/dashboard?tab=1&view=grid"))
     );
     let csrf = extract_value(&page.body, "csrfToken").expect("csrf");
 
@@ -125,7 +115,7 @@ async fn nginx_auth_request_in_front_of_the_app() {
             &format!("{front_origin}/api/auth/signin/tiktok"),
             &[
                 ("csrfToken", &csrf),
-                ("callbackUrl", &format!("{front_origin}/dashboard?tab=1")),
+                ("callbackUrl", &format!("{front_origin}/dashboard?tab=1&view=grid")),
             ],
         )
         .await;
@@ -136,7 +126,7 @@ async fn nginx_auth_request_in_front_of_the_app() {
     assert_eq!(done.status, 302, "{}", done.body);
     assert_eq!(
         done.location(),
-        Some(format!("{front_origin}/dashboard?tab=1").as_str())
+        Some(format!("{front_origin}/dashboard?tab=1&view=grid").as_str())
     );
 
     // Signed in: the app behind nginx sees the identity nginx copied from the 202 answer, and
@@ -144,7 +134,12 @@ async fn nginx_auth_request_in_front_of_the_app() {
     let r = b
         .echo(
             &format!("{front_origin}/dashboard/data"),
-            &[("X-Nini-User-Id", "forged"), ("X-Forwarded-User", "forged")],
+            &[
+                ("X-Nini-User-Id", "forged"),
+                ("X-Forwarded-User", "forged"),
+                ("X-Nini-Access-Token", "forged"),
+                ("X-Auth-Request-Email", "forged"),
+            ],
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -163,6 +158,7 @@ async fn nginx_auth_request_in_front_of_the_app() {
     );
     assert_eq!(upstream_header(&e, "x-nini-identity").len(), 1);
     assert!(!e.to_string().contains("forged"));
+    assert!(upstream_header(&e, "x-nini-access-token").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,22 +183,27 @@ async fn verify_answers_202_or_401_and_never_redirects() {
     assert_eq!(Browser::new().get(&env.url("/api/auth/verify")).await.status, 401);
     // Envoy ext_authz appends the original path to the prefix.
     assert_eq!(api.get(&env.url("/api/auth/verify/dashboard/x")).await.status, 401);
+    // Dot segments in that suffix cannot walk out of /api/auth/verify into the upstream.
+    let (status, body) = raw_request(
+        env.sidecar().addr,
+        "GET /api/auth/verify/../../public HTTP/1.1\r\nHost: x",
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.contains("\"headers\""), "reached the upstream: {body}");
 
     let b = Browser::new();
     b.login(&env, "/").await;
-    let signed = Browser::api();
-    signed.set_cookie(
-        session_cookie_name(),
-        &b.cookie(session_cookie_name()).expect("session"),
-    );
-    for (method, path) in [
-        ("GET", "/api/auth/verify"),
-        ("POST", "/api/auth/verify"),
-        ("GET", "/api/auth/verify/any/path"),
+    let signed = api_with(&b.cookie(session_cookie_name()).expect("session"));
+    // 202 for nginx/Traefik; 200 for Envoy's path-suffix form (its HTTP ext_authz allows only 200).
+    for (method, path, status) in [
+        ("GET", "/api/auth/verify", 202),
+        ("POST", "/api/auth/verify", 202),
+        ("GET", "/api/auth/verify/any/path", 200),
     ] {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let r = signed.send(signed.client.request(m, env.url(path))).await;
-        assert_eq!(r.status, 202, "{method} {path}");
+        assert_eq!(r.status, status, "{method} {path}");
         assert!(r.header("x-nini-user-id").is_some());
         assert_eq!(r.header("x-forwarded-user"), r.header("x-nini-user-id"));
         assert!(r.header("x-nini-identity").is_some());
@@ -234,9 +235,7 @@ async fn tiktok_deauthorization_webhook_ends_sessions() {
     let env = TestEnv::start().await;
     let b = Browser::new();
     b.login(&env, "/").await;
-    let session = b.cookie(session_cookie_name()).expect("session");
-    let api = Browser::api();
-    api.set_cookie(session_cookie_name(), &session);
+    let api = api_with(&b.cookie(session_cookie_name()).expect("session"));
     assert_eq!(api.echo(&env.url("/api/user"), &[]).await.status, 200);
 
     let body = serde_json::json!({

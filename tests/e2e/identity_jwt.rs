@@ -8,89 +8,41 @@
 //! still runs the Rust ones, unless `NINI_AUTH_REQUIRE_BROWSER=1` (set by `scripts/test`, hence
 //! CI), which makes it fail.
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use nini_auth::crypto::KeyRing;
 use ring::signature::{UnparsedPublicKey, ED25519};
 use serde_json::Value;
 
-use crate::support::{upstream_header, Browser, TestEnv};
+use crate::support::{
+    node_or_skip, node_output, primary_key_id, unix_now, upstream_header, Browser, TestEnv, DEMO_USER_NAME,
+};
 
 /// One `node verify.mjs` run: start-up, one JWKS fetch, one verification.
 const NODE_TIMEOUT: Duration = Duration::from_secs(30);
 const AUDIENCE: &str = "nini-app";
-const USER_NAME: &str = "María José 🌮";
 /// The same allowance verify.mjs and docs/upstream.md use.
 const CLOCK_SKEW: i64 = 5;
-
-fn crate_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// What is missing to run the jose checks, if anything.
-fn jose_missing() -> Option<String> {
-    let node_ok = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !node_ok {
-        return Some("`node` is not on PATH (install Node.js >= 20)".into());
-    }
-    let jose = crate_root().join("tests/jose/node_modules/jose/package.json");
-    if !jose.is_file() {
-        return Some(format!("{} is missing (run `npm ci` in tests/jose)", jose.display()));
-    }
-    None
-}
+const VERIFY_SCRIPT: &str = "tests/jose/verify.mjs";
 
 /// Whether this test runs its jose checks: the same rule as the browser tests.
 fn jose_available(test: &str) -> bool {
-    let Some(why) = jose_missing() else {
-        return true;
-    };
-    let msg = format!("skipping: the jose checks of {test} cannot run: {why}; `scripts/setup` installs everything");
-    if std::env::var("NINI_AUTH_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        panic!("{msg} [NINI_AUTH_REQUIRE_BROWSER=1, so this is a failure]");
-    }
-    eprintln!("{msg}");
-    false
+    node_or_skip(&format!("jose checks of {test}"), "tests/jose", &["jose"], false)
 }
 
 /// `node tests/jose/verify.mjs`: the verified payload, or jose's reason for refusing.
 async fn jose_verify(jwks_url: &str, token: &str, issuer: &str, audience: &str) -> Result<Value, String> {
-    let run = tokio::process::Command::new("node")
-        .arg("tests/jose/verify.mjs")
-        .args([jwks_url, token, issuer, audience])
-        .current_dir(crate_root())
-        .kill_on_drop(true)
-        .output();
-    let out = match tokio::time::timeout(NODE_TIMEOUT, run).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("cannot run node tests/jose/verify.mjs: {e}"),
-        Err(_) => panic!("tests/jose/verify.mjs did not finish within {NODE_TIMEOUT:?}"),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
+    let out = node_output(VERIFY_SCRIPT, &[jwks_url, token, issuer, audience], NODE_TIMEOUT).await;
+    if out.code != 0 {
         assert_eq!(
-            out.status.code(),
-            Some(1),
-            "verify.mjs crashed:\n{stdout}\n--- stderr\n{stderr}"
+            out.code, 1,
+            "verify.mjs crashed:\n{}\n--- stderr\n{}",
+            out.stdout, out.stderr
         );
-        return Err(stderr.into_owned());
+        return Err(out.stderr);
     }
-    let line = stdout.lines().last().unwrap_or("");
-    Ok(serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from verify.mjs ({e}): {stdout}")))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    Ok(out.json_line(VERIFY_SCRIPT))
 }
 
 fn b64json(part: &str) -> Result<Value, String> {
@@ -162,14 +114,6 @@ fn kids(jwks: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn kid_of(keys: &[String]) -> String {
-    KeyRing::from_base64(keys)
-        .expect("keys")
-        .primary_id()
-        .expect("primary")
-        .to_string()
-}
-
 /// The `X-Nini-Identity` values the upstream received for `path`, and the echo.
 async fn upstream_tokens(b: &Browser, env: &TestEnv, path: &str, headers: &[(&str, &str)]) -> (Vec<String>, Value) {
     let r = b.echo(&env.url(path), headers).await;
@@ -215,14 +159,14 @@ async fn upstream_gets_a_token_that_jose_and_ring_verify() {
     let (b, token, echo) = signed_in(&env).await;
     let iss = issuer(&env);
     let keys = jwks(&env).await;
-    assert_eq!(kids(&keys), vec![kid_of(&env.keys)], "{keys}");
+    assert_eq!(kids(&keys), vec![primary_key_id(&env.keys)], "{keys}");
 
     let (header, claims) = rust_verify(&token, &keys, &iss, AUDIENCE).unwrap_or_else(|e| panic!("{e}: {token}"));
     assert_eq!(header["typ"], "JWT");
     let uid = upstream_header(&echo, "x-nini-user-id");
     assert_eq!(claims["sub"], uid[0], "{claims}");
     assert_eq!(claims["open_id"], nini_auth::mock_tiktok::DEMO_OPEN_ID, "{claims}");
-    assert_eq!(claims["name"], USER_NAME, "{claims}");
+    assert_eq!(claims["name"], DEMO_USER_NAME, "{claims}");
     let iat = claims["iat"].as_i64().expect("iat");
     assert!((iat - unix_now()).abs() <= CLOCK_SKEW, "{claims}");
     assert_eq!(claims["nbf"], iat);
@@ -295,11 +239,11 @@ async fn rotation_publishes_both_keys_and_earlier_tokens_still_verify() {
     let (b, old_token, _) = signed_in(&env).await;
     let old_iss = issuer(&env);
     let old_keys = env.keys.clone();
-    let old_kid = kid_of(&old_keys);
+    let old_kid = primary_key_id(&old_keys);
 
     let new_key = nini_auth::crypto::generate_key_base64().expect("key");
     let rotated = vec![new_key, old_keys[0].clone()];
-    let new_kid = kid_of(&rotated);
+    let new_kid = primary_key_id(&rotated);
     assert_ne!(new_kid, old_kid);
     env.restart_with_keys(rotated).await;
 
@@ -321,7 +265,7 @@ async fn rotation_publishes_both_keys_and_earlier_tokens_still_verify() {
     let (header, claims) =
         rust_verify(&new_token, &keys, &issuer(&env), AUDIENCE).unwrap_or_else(|e| panic!("{e}: {new_token}"));
     assert_eq!(header["kid"], new_kid);
-    assert_eq!(claims["name"], USER_NAME);
+    assert_eq!(claims["name"], DEMO_USER_NAME);
 
     if !jose_available("rotation_publishes_both_keys_and_earlier_tokens_still_verify") {
         return;
@@ -330,7 +274,7 @@ async fn rotation_publishes_both_keys_and_earlier_tokens_still_verify() {
     let payload = jose_verify(&jwks_url, &old_token, &old_iss, AUDIENCE)
         .await
         .unwrap_or_else(|e| panic!("jose refused a pre-rotation token: {e}"));
-    assert_eq!(payload["name"], USER_NAME);
+    assert_eq!(payload["name"], DEMO_USER_NAME);
     let payload = jose_verify(&jwks_url, &new_token, &issuer(&env), AUDIENCE)
         .await
         .unwrap_or_else(|e| panic!("jose refused the post-rotation token: {e}"));

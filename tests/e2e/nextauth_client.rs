@@ -15,12 +15,13 @@
 //! Without them each test prints `skipping: ...` and passes, unless `NINI_AUTH_REQUIRE_BROWSER=1`
 //! (set by `scripts/test`, hence CI), which makes it fail.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{raw_request, session_cookie_name, TestEnv};
+use crate::support::{
+    assert_authorize_url, node_or_skip, raw_request, run_node, session_cookie_name, TestEnv, DEMO_USER_NAME,
+};
 
 /// The whole Node client run; each request inside is bounded by 10 s.
 const NODE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -29,124 +30,12 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(60);
 /// The whole browser run (launch, sign-in, update, sign-out); each step inside is bounded by 15 s.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
 
-const USER_NAME: &str = "María José 🌮";
 const PAGE_PATH: &str = "/static/index.html";
-
-fn crate_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn suite_dir() -> PathBuf {
-    crate_root().join("tests/nextauth")
-}
-
-fn chromium_path() -> PathBuf {
-    std::env::var_os("CHROMIUM_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// What is missing to run the suite, if anything (`browser`: also esbuild, playwright-core and
-/// Chromium).
-fn missing_prerequisite(browser: bool) -> Option<String> {
-    let node_ok = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !node_ok {
-        return Some("`node` is not on PATH (install Node.js >= 20)".into());
-    }
-    let modules = suite_dir().join("node_modules");
-    let mut packages = vec!["next-auth", "react"];
-    if browser {
-        packages.extend(["react-dom", "esbuild", "playwright-core"]);
-    }
-    for p in packages {
-        if !modules.join(p).join("package.json").is_file() {
-            return Some(format!(
-                "{} is missing (run `npm ci` in tests/nextauth)",
-                modules.join(p).display()
-            ));
-        }
-    }
-    if browser {
-        let chromium = chromium_path();
-        if !chromium.is_file() {
-            return Some(format!(
-                "Chromium is not at {} (install Debian's `chromium` package)",
-                chromium.display()
-            ));
-        }
-    }
-    None
-}
-
-/// True when the test should go on; otherwise prints why it skips (or panics under
-/// `NINI_AUTH_REQUIRE_BROWSER=1`).
-fn prerequisites_or_skip(what: &str, browser: bool) -> bool {
-    let Some(why) = missing_prerequisite(browser) else {
-        return true;
-    };
-    let msg = format!("skipping: the {what} cannot run: {why}; `scripts/setup` installs everything");
-    if std::env::var("NINI_AUTH_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        panic!("{msg} [NINI_AUTH_REQUIRE_BROWSER=1, so this is a failure]");
-    }
-    eprintln!("{msg}");
-    false
-}
-
-/// Runs `node <args>` in the crate root within `limit`; returns the last JSON line it printed.
-/// Panics with stdout and stderr when it fails, times out or prints no JSON.
-async fn run_node(args: &[&std::ffi::OsStr], limit: Duration) -> Value {
-    let script = args
-        .first()
-        .map(|a| a.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let run = tokio::process::Command::new("node")
-        .args(args)
-        .current_dir(crate_root())
-        .kill_on_drop(true)
-        .output();
-    let out = match tokio::time::timeout(limit, run).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("cannot run node {script}: {e}"),
-        Err(_) => panic!("node {script} did not finish within {limit:?}"),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "node {script} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line from {script}:\n{stdout}\n--- stderr\n{stderr}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from {script} ({e}): {line}"))
-}
-
-/// The authorize URL the sidecar handed the client: the mock's endpoint, our client and callback.
-fn assert_authorize_url(env: &TestEnv, url: &Value, r: &Value) {
-    let consent = url::Url::parse(url.as_str().expect("authorize URL string")).expect("authorize URL");
-    let expected = url::Url::parse(&env.mock.base_url()).expect("mock URL");
-    assert_eq!(consent.origin(), expected.origin(), "{r}");
-    assert_eq!(consent.path(), "/v2/auth/authorize/", "{r}");
-    let q: std::collections::HashMap<String, String> = consent.query_pairs().into_owned().collect();
-    assert_eq!(
-        q.get("client_key").map(String::as_str),
-        Some(nini_auth::mock_tiktok::DEMO_CLIENT_KEY),
-        "{r}"
-    );
-    assert_eq!(q.get("response_type").map(String::as_str), Some("code"), "{r}");
-    assert_eq!(
-        q.get("redirect_uri").cloned(),
-        Some(env.url(nini_auth::config::CALLBACK_PATH)),
-        "{r}"
-    );
-    assert!(q.get("state").is_some_and(|s| !s.is_empty()), "{r}");
-}
+/// Where the scripts and their node_modules are, relative to the crate root.
+const SUITE_DIR: &str = "tests/nextauth";
+/// What the Node client needs; the browser test also bundles the page and drives Chromium.
+const NODE_PACKAGES: &[&str] = &["next-auth", "react"];
+const BROWSER_PACKAGES: &[&str] = &["next-auth", "react", "react-dom", "esbuild", "playwright-core"];
 
 /// The `(method, path)` pairs of a logged request list, path without its query.
 fn calls(requests: &Value) -> Vec<(String, String)> {
@@ -166,13 +55,12 @@ fn calls(requests: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_client_signs_in_and_out() {
-    if !prerequisites_or_skip("next-auth/react Node client test", false) {
+    if !node_or_skip("next-auth/react Node client test", SUITE_DIR, NODE_PACKAGES, false) {
         return;
     }
     let env = TestEnv::start().await;
     let base = env.url("");
-    let script = Path::new("tests/nextauth/node-client.mjs");
-    let r = run_node(&[script.as_os_str(), base.as_ref()], NODE_TIMEOUT).await;
+    let r = run_node("tests/nextauth/node-client.mjs", &[&base], NODE_TIMEOUT).await;
     assert_eq!(r["ok"], true, "{r}");
 
     // getCsrfToken / getProviders / getSession as the real client returned them.
@@ -200,7 +88,7 @@ async fn node_client_signs_in_and_out() {
 
     // The session the client sees.
     let user = &r["session"]["user"];
-    assert_eq!(user["name"], USER_NAME, "{r}");
+    assert_eq!(user["name"], DEMO_USER_NAME, "{r}");
     assert_eq!(user["tiktokId"], nini_auth::mock_tiktok::DEMO_OPEN_ID, "{r}");
 
     // signOut -> {url: redirectTo}; then null again.
@@ -247,19 +135,17 @@ async fn node_client_signs_in_and_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn browser_session_provider_signs_in_updates_and_signs_out() {
-    if !prerequisites_or_skip("next-auth/react browser test", true) {
+    if !node_or_skip("next-auth/react browser test", SUITE_DIR, BROWSER_PACKAGES, true) {
         return;
     }
     let dist = tempfile::tempdir().expect("tempdir");
-    let build = Path::new("tests/nextauth/build.mjs");
-    run_node(&[build.as_os_str(), dist.path().as_os_str()], BUILD_TIMEOUT).await;
+    run_node("tests/nextauth/build.mjs", &[dist.path()], BUILD_TIMEOUT).await;
     assert!(dist.path().join("bundle.js").is_file() && dist.path().join("index.html").is_file());
 
     let env = TestEnv::builder().static_dir(dist.path()).start().await;
     let base = env.url("");
     let page = env.url(PAGE_PATH);
-    let script = Path::new("tests/nextauth/browser.mjs");
-    let r = run_node(&[script.as_os_str(), base.as_ref(), page.as_ref()], BROWSER_TIMEOUT).await;
+    let r = run_node("tests/nextauth/browser.mjs", &[&base, &page], BROWSER_TIMEOUT).await;
     assert_eq!(r["ok"], true, "{r}");
 
     // useSession(): unauthenticated -> authenticated (after the consent page) -> still
@@ -271,13 +157,13 @@ async fn browser_session_provider_signs_in_updates_and_signs_out() {
     );
     assert_authorize_url(&env, &r["consentUrl"], &r);
     assert_eq!(r["returnUrl"], page, "signIn's callbackUrl: {r}");
-    assert_eq!(r["userName"], USER_NAME, "{r}");
+    assert_eq!(r["userName"], DEMO_USER_NAME, "{r}");
     assert_eq!(r["tiktokId"], nini_auth::mock_tiktok::DEMO_OPEN_ID, "{r}");
-    assert_eq!(r["session"]["user"]["name"], USER_NAME, "{r}");
+    assert_eq!(r["session"]["user"]["name"], DEMO_USER_NAME, "{r}");
 
     // update(data) got the server's session back: client data does not rename the user.
-    assert_eq!(r["updated"]["user"]["name"], USER_NAME, "{r}");
-    assert_eq!(r["userNameAfterUpdate"], USER_NAME, "{r}");
+    assert_eq!(r["updated"]["user"]["name"], DEMO_USER_NAME, "{r}");
+    assert_eq!(r["userNameAfterUpdate"], DEMO_USER_NAME, "{r}");
 
     // signOut({callbackUrl}) -> {url: absolute callbackUrl}, then the page again, no session cookie.
     assert_eq!(r["signOutAnswer"]["url"], page, "{r}");

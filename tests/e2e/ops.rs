@@ -2,8 +2,7 @@
 //! secrets, SIGTERM draining an in-flight request, trusted proxies, size limits, upstream
 //! failures.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use crate::support::*;
@@ -80,19 +79,11 @@ async fn health_readiness_and_metrics_funnel() {
     }
 }
 
-/// Spawns the real binary with `extra` TOML appended; returns the child, its address and the
-/// stderr reader thread's result handle.
-fn spawn(env: &TestEnv, dir: &std::path::Path, extra: &str) -> (std::process::Child, std::net::SocketAddr) {
-    let listen = nini_auth::server::free_port().expect("port");
-    let redirect = format!("http://{listen}{}", nini_auth::config::CALLBACK_PATH);
-    env.mock.update_config(|c| {
-        for client in &mut c.clients {
-            client.redirect_uris.push(redirect.clone());
-        }
-    });
-    let cfg = dir.join("bin.toml");
-    std::fs::write(
-        &cfg,
+/// Spawns the real binary against the test's mock TikTok, with its own database in `dir` and
+/// `extra` TOML appended; stderr is piped for the test to read.
+fn spawn(env: &TestEnv, dir: &std::path::Path, extra: &str) -> (Kill, std::net::SocketAddr) {
+    let config = |listen: std::net::SocketAddr| {
+        env.allow_redirect_uri(&format!("http://{listen}{}", nini_auth::config::CALLBACK_PATH));
         format!(
             "[server]\nlisten = \"{listen}\"\npublic_url = \"http://{listen}\"\nshutdown_timeout = \"5s\"\n\
              [tiktok]\nclient_key = \"{}\"\nscopes = [\"user.info.basic\", \"user.info.profile\"]\n\
@@ -102,27 +93,18 @@ fn spawn(env: &TestEnv, dir: &std::path::Path, extra: &str) -> (std::process::Ch
             env.mock.base_url(),
             env.mock.base_url(),
             dir.join("bin.db").display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_nini-auth"))
-        .args(["run", "--config", cfg.to_str().expect("path")])
-        .env("NINI_AUTH_SECRET", env.keys.join(","))
-        .env("TIKTOK_CLIENT_SECRET", nini_auth::mock_tiktok::DEMO_CLIENT_SECRET)
-        .env(
+        )
+    };
+    let secret = env.keys.join(",");
+    let envs = [
+        ("NINI_AUTH_SECRET", secret.as_str()),
+        ("TIKTOK_CLIENT_SECRET", nini_auth::mock_tiktok::DEMO_CLIENT_SECRET),
+        (
             "RUST_LOG",
             "debug,pingora=warn,pingora_core=warn,pingora_proxy=warn,reqwest=info,hyper_util=info,rustls=info",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(200)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "binary did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    (child, listen)
+        ),
+    ];
+    spawn_binary(dir, "bin", config, &envs, Stdio::piped())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,20 +144,10 @@ async fn json_logs_parse_and_never_contain_secrets() {
         302
     );
 
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+    signal(&child, "-TERM");
     let status = child.wait().expect("wait");
     assert!(status.success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut logs)
-        .expect("read");
+    let logs = read_stderr(&mut child);
 
     // Every line is a JSON object with ts/level/target; access lines carry request fields.
     let mut access = 0;
@@ -266,11 +238,7 @@ async fn sigterm_lets_the_in_flight_request_finish() {
     tokio::time::timeout(std::time::Duration::from_secs(10), arrived.notified())
         .await
         .expect("request reached the upstream");
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+    signal(&child, "-TERM");
     let resp = pending.await.expect("join").expect("in-flight request completed");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.expect("body"), "finished");
@@ -332,7 +300,9 @@ async fn forwarding_headers_only_from_trusted_proxies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_down_and_timeout_pages() {
-    let dead = nini_auth::server::free_port().expect("port");
+    // Port 1 (tcpmux) on loopback: nothing listens there, and unlike a freed ephemeral port
+    // no parallel test can take it in the meantime.
+    let dead: std::net::SocketAddr = "127.0.0.1:1".parse().expect("addr");
     let env = TestEnv::builder()
         .raw(move |r| {
             r.upstream.url = format!("http://{dead}");

@@ -569,7 +569,12 @@ impl RunOut {
             .lines()
             .rev()
             .find(|l| l.trim_start().starts_with('{'))
-            .unwrap_or_else(|| panic!("no JSON line from {what}:\n{}\n--- stderr\n{}", self.stdout, self.stderr));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no JSON line from {what}:\n{}\n--- stderr\n{}",
+                    self.stdout, self.stderr
+                )
+            });
         serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from {what} ({e}): {line}"))
     }
 }

@@ -1,29 +1,11 @@
 //! Token lifecycle: one refresh however many requests (and processes) need the token, the
 //! rotated refresh token stored and used next time, and dead grants ending sessions cleanly.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::support::*;
 
 const OPEN_ID: &str = nini_auth::mock_tiktok::DEMO_OPEN_ID;
-
-/// Logs in and returns (browser, session cookie, user id).
-async fn signed_in(env: &TestEnv) -> (Browser, String, String) {
-    let b = Browser::new();
-    assert_eq!(b.login(env, "/").await.status, 302);
-    let session = b.cookie(session_cookie_name()).expect("session");
-    let api = Browser::api();
-    api.set_cookie(session_cookie_name(), &session);
-    let echo = api.echo(&env.url("/api/user"), &[]).await;
-    let uid = upstream_header(&echo.json(), "x-nini-user-id").pop().expect("user id");
-    (b, session, uid)
-}
-
-fn api_with(session: &str) -> Browser {
-    let api = Browser::api();
-    api.set_cookie(session_cookie_name(), session);
-    api
-}
 
 /// Moves both clocks: the mock's (token expiry at TikTok) and the sidecar's.
 fn advance(env: &TestEnv, secs: i64) {
@@ -213,12 +195,10 @@ async fn tiktok_outage_during_refresh_keeps_the_session() {
 
 // === two processes, one database ===
 
-fn spawn_sidecar(env: &TestEnv, dir: &std::path::Path, name: &str) -> (std::process::Child, std::net::SocketAddr) {
-    let listen = nini_auth::server::free_port().expect("port");
+/// Another sidecar process (the real binary) on the test's database, mock and upstream.
+fn spawn_sidecar(env: &TestEnv, dir: &std::path::Path, name: &str) -> (Kill, std::net::SocketAddr) {
     // Callbacks never reach these processes; they only proxy for an existing session.
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &cfg,
+    let config = |listen: std::net::SocketAddr| {
         format!(
             "[admin]\nlisten = \"\"\n[server]\nlisten = \"{listen}\"\npublic_url = \"http://{listen}\"\nshutdown_timeout = \"2s\"\n\
              [upstream]\nurl = \"http://{}\"\nforward_access_token = true\n\
@@ -230,32 +210,15 @@ fn spawn_sidecar(env: &TestEnv, dir: &std::path::Path, name: &str) -> (std::proc
             env.mock.base_url(),
             env.mock.base_url(),
             env.raw_db.display()
-        ),
-    )
-    .expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_nini-auth"))
-        .args(["run", "--config", cfg.to_str().expect("path")])
-        .env("NINI_AUTH_SECRET", env.keys.join(","))
-        .env("TIKTOK_CLIENT_SECRET", nini_auth::mock_tiktok::DEMO_CLIENT_SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sidecar process");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(200)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "{name} did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    (child, listen)
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+        )
+    };
+    let secret = env.keys.join(",");
+    let envs = [
+        ("NINI_AUTH_SECRET", secret.as_str()),
+        ("TIKTOK_CLIENT_SECRET", nini_auth::mock_tiktok::DEMO_CLIENT_SECRET),
+        ("RUST_LOG", "warn"),
+    ];
+    spawn_binary(dir, name, config, &envs, Stdio::null())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -269,17 +232,13 @@ async fn two_processes_on_one_database_refresh_once() {
         .await;
     let (_b, session, uid) = signed_in(&env).await;
     let dir = tempfile::tempdir().expect("dir");
-    let (p1, a1) = spawn_sidecar(&env, dir.path(), "one");
-    let (p2, a2) = spawn_sidecar(&env, dir.path(), "two");
-    let (_k1, _k2) = (Kill(p1), Kill(p2));
+    let (_p1, a1) = spawn_sidecar(&env, dir.path(), "one");
+    let (_p2, a2) = spawn_sidecar(&env, dir.path(), "two");
 
     // Make the stored token due for refresh (it is still valid at TikTok): obtained 2 h ago,
     // a minute left, so the 1 h margin applies.
     let conn = rusqlite::Connection::open(&env.raw_db).expect("db");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs() as i64;
+    let now = unix_now();
     conn.execute(
         "UPDATE users SET token_expires_at = ?1, token_obtained_at = ?2 WHERE id = ?3",
         rusqlite::params![now + 60, now + 60 - 7200, uid],
@@ -312,8 +271,7 @@ async fn signout_in_one_process_reaches_the_other_within_a_second() {
     let env = TestEnv::start().await;
     let (b, session, _) = signed_in(&env).await;
     let dir = tempfile::tempdir().expect("dir");
-    let (p, addr) = spawn_sidecar(&env, dir.path(), "other");
-    let _k = Kill(p);
+    let (_p, addr) = spawn_sidecar(&env, dir.path(), "other");
     let api = api_with(&session);
     // The other process caches the session.
     assert_eq!(api.echo(&format!("http://{addr}/api/user"), &[]).await.status, 200);
