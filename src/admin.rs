@@ -21,20 +21,7 @@ pub struct AdminService {
 
 #[async_trait]
 impl BackgroundService for AdminService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
-            return;
-        };
-        let listener = match std_listener
-            .set_nonblocking(true)
-            .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
-        {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("admin listener unusable: {e}");
-                return;
-            }
-        };
+    async fn start(&self, shutdown: ShutdownWatch) {
         let app = self.app.clone();
         let router = axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok\n" }))
@@ -52,12 +39,36 @@ impl BackgroundService for AdminService {
                     move || metrics(app.clone())
                 }),
             );
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
-            log::error!("admin listener stopped: {e}");
+        serve_bound(&self.listener, router, shutdown, "admin listener").await;
+    }
+}
+
+/// Serves `router` on a listener bound at start-up (taken from `slot`) until shutdown. Used
+/// by the admin and the HTTP→HTTPS redirect listeners, which pingora does not run.
+pub async fn serve_bound(
+    slot: &std::sync::Mutex<Option<std::net::TcpListener>>,
+    router: axum::Router,
+    mut shutdown: ShutdownWatch,
+    what: &str,
+) {
+    let Some(std_listener) = slot.lock().ok().and_then(|mut l| l.take()) else {
+        return;
+    };
+    let listener = match std_listener
+        .set_nonblocking(true)
+        .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{what} unusable: {e}");
+            return;
         }
+    };
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+        log::error!("{what} stopped: {e}");
     }
 }
 

@@ -332,20 +332,7 @@ struct RedirectListener {
 
 #[async_trait]
 impl BackgroundService for RedirectListener {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
-            return;
-        };
-        let listener = match std_listener
-            .set_nonblocking(true)
-            .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
-        {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("redirect listener on {} unusable: {e}", self.addr);
-                return;
-            }
-        };
+    async fn start(&self, shutdown: ShutdownWatch) {
         log::info!("redirecting http://{} to {}", self.addr, self.origin);
         let origin: Arc<str> = self.origin.as_str().into();
         // Requests hyper cannot parse never get here: it answers those with 400 itself.
@@ -353,12 +340,8 @@ impl BackgroundService for RedirectListener {
             let origin = origin.clone();
             async move { redirect(&origin, &uri) }
         });
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
-            log::error!("redirect listener on {} stopped: {e}", self.addr);
-        }
+        let what = format!("redirect listener on {}", self.addr);
+        crate::admin::serve_bound(&self.listener, router, shutdown, &what).await;
     }
 }
 
