@@ -495,6 +495,9 @@ impl ProxyHttp for AuthProxy {
                 Reply::json(code, &json!({ "error": name, "requestId": ctx.request_id }))
             };
             let rid = ctx.request_id.clone();
+            // The connection is not reused after a failure (can_reuse_downstream below): say so
+            // in the answer, or a client may send its next request into the closing socket.
+            session.set_keepalive(None);
             if let Ok(status) = self.write_reply(session, reply, &rid).await {
                 ctx.status = status;
             }

@@ -314,6 +314,8 @@ async fn upstream_down_and_timeout_pages() {
     let r = b.get(&env.url("/public")).await;
     assert_eq!(r.status, 502);
     assert!(r.body.contains("data-error=\"UpstreamUnavailable\""), "{}", r.body);
+    // The failed connection is closed: the answer says so, so clients do not reuse it.
+    assert_eq!(r.header("connection"), Some("close"));
     let rid = r.header("x-request-id").expect("rid");
     assert!(r.body.contains(rid));
     let es = b.get_with(&env.url("/public"), &[("accept-language", "en")]).await;
