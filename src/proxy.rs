@@ -187,6 +187,20 @@ pub fn limits_exceeded(req: &RequestHeader, max_body: u64, request_id: &str) -> 
     None
 }
 
+/// The socket-free view of a request for the sidecar's own endpoints.
+fn web_request(session: &Session, ctx: &Ctx, path: String, query: Option<String>, body: Bytes) -> web::Request {
+    let h = session.req_header();
+    web::Request {
+        method: h.method.clone(),
+        path,
+        query,
+        headers: h.headers.clone(),
+        body,
+        request_id: ctx.request_id.clone(),
+        forwarded_uri: ctx.forwarded.as_ref().and_then(|f| f.uri.clone()),
+    }
+}
+
 fn is_navigation(req: &RequestHeader) -> bool {
     web::is_navigation(&req.method, &req.headers)
 }
@@ -248,16 +262,7 @@ impl ProxyHttp for AuthProxy {
         // not routing: judged on the raw path, before dot segments could move it elsewhere.
         if let Some(suffix) = authflow::verify_suffix(req.uri.path()) {
             ctx.route = "auth";
-            let h = session.req_header();
-            let wreq = web::Request {
-                method: h.method.clone(),
-                path: format!("{}/verify", authflow::BASE),
-                query: None,
-                headers: h.headers.clone(),
-                body: Bytes::new(),
-                request_id: ctx.request_id.clone(),
-                forwarded_uri: ctx.forwarded.as_ref().and_then(|f| f.uri.clone()),
-            };
+            let wreq = web_request(session, ctx, format!("{}/verify", authflow::BASE), None, Bytes::new());
             let reply = authflow::verify(app, &wreq, suffix.is_some()).await;
             return self.answer(session, ctx, reply).await;
         }
@@ -283,16 +288,7 @@ impl ProxyHttp for AuthProxy {
                 let reply = Reply::json(413, &json!({ "error": "payload_too_large" }));
                 return self.answer(session, ctx, reply).await;
             };
-            let h = session.req_header();
-            let wreq = web::Request {
-                method: h.method.clone(),
-                path: canonical.forward.clone(),
-                query,
-                headers: h.headers.clone(),
-                body,
-                request_id: ctx.request_id.clone(),
-                forwarded_uri: ctx.forwarded.as_ref().and_then(|f| f.uri.clone()),
-            };
+            let wreq = web_request(session, ctx, canonical.forward.clone(), query, body);
             let reply = authflow::handle(app, &wreq).await;
             return self.answer(session, ctx, reply).await;
         }
