@@ -65,10 +65,10 @@ pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<App>), StartErro
         None => None,
     };
     let mut proxy = http_proxy_service(&server.configuration, AuthProxy::new(app.clone()));
-    crate::tls::add_proxy_listener(&mut proxy, cfg)?;
+    let certs = crate::tls::add_proxy_listener(&mut proxy, cfg)?;
     server.add_service(proxy);
     // TLS certificate reload (file changes, SIGHUP) and the optional HTTP -> HTTPS redirect listener.
-    server.add_services(crate::tls::services(cfg, mode)?);
+    server.add_services(crate::tls::services(cfg, mode, certs)?);
     if let Some(listener) = admin {
         server.add_service(background_service(
             "admin",

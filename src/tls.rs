@@ -8,7 +8,6 @@
 //! the PEM files when their metadata changes (polled) or on SIGHUP; a pair that does not load
 //! is logged and the previous one kept.
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,22 +39,20 @@ use crate::server::Mode;
 /// a renewed certificate is usually days ahead of the old one's expiry, so seconds are plenty.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
 
-thread_local! {
-    /// Hands the certificate holder from `add_proxy_listener` to `services`: `server::build`
-    /// calls the two one after the other on the same thread, and neither signature can carry
-    /// it (the first call's line in `build` is fixed). A thread-local cannot be taken by a
-    /// `build` running at the same time on another thread, as a global could.
-    static PENDING: RefCell<Option<Arc<CertReloader>>> = const { RefCell::new(None) };
-}
+/// The certificate holder the TLS listener serves from; `services` watches it for reloads.
+pub type Certificates = Arc<CertReloader>;
 
-/// Adds the proxy's listener: TLS when `server.tls_cert`/`tls_key` are set, else plain TCP.
-/// The pair is loaded and checked here, so a bad file fails the start naming the file.
-pub fn add_proxy_listener(proxy: &mut Service<HttpProxy<AuthProxy>>, cfg: &Config) -> Result<(), StartError> {
-    PENDING.with(|p| p.borrow_mut().take());
+/// Adds the proxy's listener: TLS when `server.tls_cert`/`tls_key` are set (returning the
+/// certificate holder for `services`), else plain TCP. The pair is loaded and checked here, so
+/// a bad file fails the start naming the file.
+pub fn add_proxy_listener(
+    proxy: &mut Service<HttpProxy<AuthProxy>>,
+    cfg: &Config,
+) -> Result<Option<Certificates>, StartError> {
     let addr = cfg.listen.to_string();
     let Some((cert, key)) = &cfg.ops.tls else {
         proxy.add_tcp(&addr);
-        return Ok(());
+        return Ok(None);
     };
     let certs = Arc::new(CertReloader::new(cert.clone(), key.clone()).map_err(StartError::Tls)?);
     log::info!(
@@ -71,31 +68,27 @@ pub fn add_proxy_listener(proxy: &mut Service<HttpProxy<AuthProxy>>, cfg: &Confi
     // leave clients to assume it.
     settings.set_alpn(ALPN::H1);
     proxy.add_tls_with_settings(&addr, None, settings);
-    PENDING.with(|p| *p.borrow_mut() = Some(certs));
-    Ok(())
+    Ok(Some(certs))
 }
 
 /// The background services TLS needs: the certificate reload watcher (with TLS; SIGHUP only
 /// for the `nini-auth` process, never inside a host program) and the HTTP → HTTPS redirect
 /// listener (bound here, so a taken port fails the start with its address).
-pub fn services(cfg: &Config, mode: Mode) -> Result<Vec<Box<dyn ServiceWithDependents>>, StartError> {
+pub fn services(
+    cfg: &Config,
+    mode: Mode,
+    certs: Option<Certificates>,
+) -> Result<Vec<Box<dyn ServiceWithDependents>>, StartError> {
     let mut out: Vec<Box<dyn ServiceWithDependents>> = Vec::new();
-    let pending = PENDING.with(|p| p.borrow_mut().take());
-    match (pending, cfg.ops.tls.is_some()) {
-        (Some(certs), _) => out.push(Box::new(background_service(
+    if let Some(certs) = certs {
+        out.push(Box::new(background_service(
             "tls certificate reload",
             ReloadWatcher {
                 certs,
                 every: POLL_EVERY,
                 sighup: mode == Mode::Process,
             },
-        ))),
-        (None, true) => {
-            return Err(StartError::Tls(
-                "internal: the TLS listener was not set up before its services".into(),
-            ))
-        }
-        (None, false) => {}
+        )));
     }
     if let Some(addr) = cfg.ops.http_redirect_listen {
         let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
