@@ -154,3 +154,32 @@ async fn spoofed_headers_never_reach_upstream() {
     let r = api.send(build(&api, &env.url("/public"))).await;
     assert_clean(&r.json(), Some(&uid));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_header_tricks_are_refused_or_stripped() {
+    let env = TestEnv::start().await;
+    let addr = env.sidecar().addr;
+    for head in [
+        // Whitespace before the colon (a parser might read the name as `X-Nini-User-Id`).
+        "GET /public HTTP/1.1\r\nHost: x\r\nX-Nini-User-Id : admin",
+        // obs-fold: a continuation line that some upstreams join onto the previous header.
+        "GET /public HTTP/1.1\r\nHost: x\r\nX-Other: a\r\n X-Nini-User-Id: admin",
+        // Two copies, different case.
+        "GET /public HTTP/1.1\r\nHost: x\r\nx-nini-user-id: admin\r\nX-NINI-USER-ID: admin2",
+        // NUL in a value.
+        "GET /public HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: ad\0min",
+    ] {
+        let (status, body) = raw_request(addr, head).await;
+        if status == 200 {
+            let start = body.find('{').expect("json");
+            let end = body.rfind('}').expect("json");
+            let echo: serde_json::Value = serde_json::from_str(&body[start..=end]).expect("echo");
+            assert!(
+                !echo.to_string().contains("admin"),
+                "{head:?} reached the upstream: {echo}"
+            );
+        } else {
+            assert_eq!(status, 400, "{head:?}: {status} {body}");
+        }
+    }
+}
