@@ -45,6 +45,9 @@ impl Clock {
 pub struct SessionCache {
     entries: RwLock<HashMap<[u8; 32], Arc<Identity>>>,
     capacity: usize,
+    /// Bumped by every removal: a lookup that read the store before a removal must not
+    /// insert what it read afterwards (it may be the very session just signed out).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl SessionCache {
@@ -52,6 +55,7 @@ impl SessionCache {
         SessionCache {
             entries: RwLock::new(HashMap::new()),
             capacity: capacity.max(1),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -62,6 +66,10 @@ impl SessionCache {
 
     pub fn insert(&self, key: [u8; 32], id: Arc<Identity>, now: i64) {
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.put(&mut map, key, id, now);
+    }
+
+    fn put(&self, map: &mut HashMap<[u8; 32], Arc<Identity>>, key: [u8; 32], id: Arc<Identity>, now: i64) {
         if map.len() >= self.capacity {
             // Expired entries go first; if that is not enough, start over. A cold cache only
             // costs one indexed read per session, while unbounded growth is a DoS vector.
@@ -75,12 +83,27 @@ impl SessionCache {
 
     pub fn remove(&self, key: &[u8; 32]) {
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         map.remove(key);
     }
 
     pub fn remove_user(&self, user_id: &str) {
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         map.retain(|_, v| v.user_id != user_id);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Inserts unless a removal happened since `seen` (see `generation`). Removals bump the
+    /// generation while holding the write lock, so checking it under that lock is exact.
+    pub fn insert_if_unchanged(&self, key: [u8; 32], id: Arc<Identity>, now: i64, seen: u64) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::SeqCst) == seen {
+            self.put(&mut map, key, id, now);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -123,6 +146,39 @@ impl Activity {
     }
 }
 
+/// Counts events per client address in fixed one-minute windows (sign-in starts): starting a
+/// sign-in needs no session and writes a row, so one address must not be able to fill the
+/// table for everyone.
+#[derive(Debug)]
+pub struct IpLimiter {
+    per_minute: u32,
+    windows: std::sync::Mutex<HashMap<std::net::IpAddr, (i64, u32)>>,
+}
+
+impl IpLimiter {
+    pub fn new(per_minute: u32) -> IpLimiter {
+        IpLimiter {
+            per_minute,
+            windows: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one event for `ip` at `now`; false when over the limit this minute.
+    pub fn allow(&self, ip: std::net::IpAddr, now: i64) -> bool {
+        let minute = now.div_euclid(60);
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() > 100_000 {
+            w.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = w.entry(ip).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.per_minute
+    }
+}
+
 pub struct App {
     pub config: Config,
     /// The public origin as a URL (`https://app.example.com/`), for redirects.
@@ -136,6 +192,8 @@ pub struct App {
     pub activity: Activity,
     pub metrics: Arc<Metrics>,
     pub identity_jwt: crate::jwt::IdentitySigner,
+    /// Sign-in starts per client address.
+    pub start_limiter: IpLimiter,
     /// Sync rate limiters and the users being synced now.
     pub sync: crate::sync::SyncState,
     pub clock: Clock,
@@ -174,6 +232,7 @@ impl App {
             activity: Activity::default(),
             identity_jwt: crate::jwt::IdentitySigner::new(&config),
             sync: crate::sync::SyncState::new(&config.sync),
+            start_limiter: IpLimiter::new(START_LIMIT_PER_MINUTE),
             metrics,
             sync_path: config.sync.path.to_ascii_lowercase(),
             clock: Clock::default(),
@@ -203,10 +262,11 @@ impl App {
             return None;
         }
         let hash = crypto::hex(&key);
+        let seen = self.sessions.generation();
         match self.store.run(move |s| s.session_identity(&hash, now)).await {
             Ok(Some(id)) => {
                 let id = Arc::new(id);
-                self.sessions.insert(key, id.clone(), now);
+                self.sessions.insert_if_unchanged(key, id.clone(), now, seen);
                 Some(id)
             }
             Ok(None) => None,
@@ -255,7 +315,55 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Sign-in starts one client address may make per minute (a person needs a handful).
+pub const START_LIMIT_PER_MINUTE: u32 = 60;
+
 /// SHA-256 of a session cookie token, as the cache key and (hex) as the stored id.
 pub fn session_key(cookie_value: &str) -> Option<[u8; 32]> {
     crypto::decode_token(cookie_value).map(|t| crypto::sha256(&t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(user: &str) -> Arc<Identity> {
+        Arc::new(Identity {
+            user_id: user.into(),
+            open_id: "o".into(),
+            display_name: None,
+            username: None,
+            avatar: None,
+            verified: false,
+            videos: 0,
+            streak: 0,
+            nini_score: 0,
+            session_expires: 100,
+            grant_error: None,
+        })
+    }
+
+    #[test]
+    fn a_lookup_that_raced_a_sign_out_is_not_cached() {
+        let c = SessionCache::new(10);
+        let seen = c.generation();
+        // Sign-out lands while the lookup's database read is in flight.
+        c.remove_user("u1");
+        c.insert_if_unchanged([1; 32], identity("u1"), 0, seen);
+        assert!(c.get(&[1; 32]).is_none());
+        let seen = c.generation();
+        c.insert_if_unchanged([1; 32], identity("u1"), 0, seen);
+        assert!(c.get(&[1; 32]).is_some());
+    }
+
+    #[test]
+    fn limiter_counts_per_address_and_minute() {
+        let l = IpLimiter::new(2);
+        let a: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: std::net::IpAddr = "192.0.2.2".parse().expect("ip");
+        assert!(l.allow(a, 0) && l.allow(a, 10));
+        assert!(!l.allow(a, 20));
+        assert!(l.allow(b, 20));
+        assert!(l.allow(a, 60), "a new minute");
+    }
 }

@@ -212,6 +212,12 @@ async fn start(app: &App, req: &Request) -> Reply {
         req.query_one("callbackUrl").or_else(|| req.query_one("rd"))
     };
     let target = callback_target(app, raw_target);
+    if let Some(ip) = req.client_ip {
+        if !app.start_limiter.allow(ip, app.clock.now()) {
+            app.metrics.oauth("failed", AuthError::TooManyStarts.reason());
+            return error_reply(app, req, &AuthError::TooManyStarts).header("Retry-After", "60".into());
+        }
+    }
     match start_inner(app, req, target).await {
         Ok((url, binding_cookie)) => {
             app.metrics.oauth("started", "");
@@ -237,14 +243,13 @@ async fn start_inner(app: &App, req: &Request, callback_url: String) -> Result<(
         .into_iter()
         .find(|v| crypto::decode_token(v).is_some())
         .map(String::from);
-    let (binding, cookie) = match existing {
-        Some(b) => (b, None),
-        None => {
-            let b = crypto::random_token()?;
-            let c = app.cookies.build(&app.cookies.login, &b, Some(LOGIN_STATE_TTL));
-            (b, Some(c))
-        }
+    let binding = match existing {
+        Some(b) => b,
+        None => crypto::random_token()?,
     };
+    // Re-issued on every start, so the binding outlives this sign-in's state even when the
+    // browser's cookie was about to expire.
+    let cookie = Some(app.cookies.build(&app.cookies.login, &binding, Some(LOGIN_STATE_TTL)));
     let state = crypto::random_token()?;
     let verifier = match app.tiktok.pkce() {
         crate::config::Pkce::Off => None,
@@ -470,7 +475,7 @@ pub async fn signed_in(app: &App, req: &Request) -> Option<Arc<Identity>> {
 async fn current_identity(app: &App, req: &Request) -> (Option<Arc<Identity>>, bool) {
     let values = req.cookies(&app.cookies.session);
     let had_cookie = !values.is_empty();
-    for v in values {
+    for v in values.into_iter().take(crate::cookies::MAX_SESSION_COOKIES) {
         if let Some(id) = app.identity(v).await {
             return (Some(id), had_cookie);
         }

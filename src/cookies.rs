@@ -4,6 +4,11 @@
 
 use cookie::{Cookie, SameSite};
 
+/// Session cookies of our name looked at per request. A browser has one (two while a stale
+/// one lingers on another path); a request stuffed with hundreds would otherwise cost a
+/// database read each.
+pub const MAX_SESSION_COOKIES: usize = 2;
+
 /// Cookie names for one deployment; fixed at start-up from the public URL's scheme.
 #[derive(Debug, Clone)]
 pub struct CookieNames {

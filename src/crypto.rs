@@ -194,8 +194,10 @@ impl KeyRing {
     }
 
     /// A CSRF token: random value plus its HMAC under the primary key, `<token>.<mac>`.
-    /// The browser keeps it in a cookie and echoes the token part in forms (double submit);
-    /// the MAC stops a sibling subdomain from planting a token of its choosing.
+    /// The browser keeps it in a cookie and echoes the token part in forms (double submit).
+    /// The MAC means only tokens this deployment issued are accepted; it does not bind a token
+    /// to one browser, so against a sibling subdomain planting a cookie it is the `__Host-`
+    /// prefix (https deployments) that protects.
     pub fn new_csrf_cookie(&self) -> Result<(String, String), CryptoError> {
         let token = random_token()?;
         let key = self.keys.first().ok_or(CryptoError::UnknownKey(String::new()))?;

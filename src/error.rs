@@ -19,6 +19,8 @@ pub enum StateProblem {
 pub enum AuthError {
     #[error("CSRF token missing or invalid")]
     Csrf,
+    #[error("too many sign-ins started from one address")]
+    TooManyStarts,
     #[error("sign-in callback rejected: state {0:?}")]
     State(StateProblem),
     #[error("TikTok sent the user back with error {0:?}")]
@@ -42,6 +44,7 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::Csrf => "MissingCSRF",
+            AuthError::TooManyStarts => "OAuthSignin",
             AuthError::State(_) | AuthError::MissingCode | AuthError::OpenIdMismatch => "OAuthCallbackError",
             AuthError::ProviderError(e) if e == "access_denied" => "AccessDenied",
             AuthError::ProviderError(_) => "OAuthCallbackError",
@@ -66,6 +69,7 @@ impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
             AuthError::Csrf => 403,
+            AuthError::TooManyStarts => 429,
             AuthError::ProviderError(e) if e == "access_denied" => 403,
             AuthError::State(_) | AuthError::MissingCode | AuthError::ProviderError(_) => 400,
             AuthError::ScopeMissing(_) => 403,
@@ -84,6 +88,7 @@ impl AuthError {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Csrf => "csrf",
+            AuthError::TooManyStarts => "rate_limited",
             AuthError::State(StateProblem::Expired) => "state_expired",
             AuthError::State(StateProblem::WrongBrowser) => "state_wrong_browser",
             AuthError::State(_) => "state_invalid",

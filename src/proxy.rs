@@ -198,7 +198,19 @@ fn web_request(session: &Session, ctx: &Ctx, path: String, query: Option<String>
         body,
         request_id: ctx.request_id.clone(),
         forwarded_uri: ctx.forwarded.as_ref().and_then(|f| f.uri.clone()),
+        client_ip: client_ip(session, ctx),
     }
+}
+
+/// The client's address: the first hop a trusted proxy reported, else the peer.
+fn client_ip(session: &Session, ctx: &Ctx) -> Option<std::net::IpAddr> {
+    let reported = ctx
+        .forwarded
+        .as_ref()
+        .and_then(|f| f.for_chain.as_deref())
+        .and_then(|chain| chain.split(',').next())
+        .and_then(|ip| ip.trim().parse().ok());
+    reported.or_else(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
 }
 
 fn is_navigation(req: &RequestHeader) -> bool {
@@ -504,6 +516,13 @@ impl ProxyHttp for AuthProxy {
         }
     }
 
+    /// What pingora writes in its own error logs about a request: method, path and request id,
+    /// never the query (the callback's carries the authorization code and state).
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!("{} {} request_id={}", req.method, req.uri.path(), ctx.request_id)
+    }
+
     /// One access-log line per request. The query is left out on purpose: the callback's
     /// carries the authorization code and state.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -597,6 +616,7 @@ impl AuthProxy {
             .filter_map(|v| v.to_str().ok())
             .flat_map(crate::cookies::pairs)
             .filter(|(k, _)| k == name)
+            .take(crate::cookies::MAX_SESSION_COOKIES)
             .map(|(_, v)| v.to_string())
             .collect();
         for v in values {

@@ -411,6 +411,16 @@ impl Store {
                     id
                 }
             };
+            // Sessions that ended because the previous grant died stay ended: clearing
+            // grant_error below must not bring them back.
+            let dead_sessions = tx.execute(
+                "DELETE FROM sessions WHERE user_id = ?1
+                   AND (SELECT grant_error FROM users WHERE id = ?1) IS NOT NULL",
+                params![user_id],
+            )?;
+            if dead_sessions > 0 {
+                invalidate(&tx, Some(&user_id), None, now)?;
+            }
             let access = self
                 .keys
                 .seal(tokens.access_token.as_bytes(), &aad("access_token", &user_id))?;

@@ -13,6 +13,10 @@ use crate::crypto;
 use crate::store::{StoreError, Tokens};
 use crate::tiktok::TikTokError;
 
+/// After a failed refresh while the current token still works: how long to keep using it
+/// before trying TikTok again.
+const REFRESH_RETRY_SECS: i64 = 60;
+
 /// The next-auth error a dead grant is reported as (`session.error`).
 pub const REFRESH_ERROR: &str = "RefreshAccessTokenError";
 
@@ -105,6 +109,18 @@ impl TokenManager {
         let c = Cached {
             access_token: t.access_token.clone(),
             refresh_after: self.refresh_after(t),
+        };
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user_id.to_string(), c);
+    }
+
+    /// Caches `token` until `until` (a retry pause after a failed early refresh).
+    fn remember_until(&self, user_id: &str, token: &str, until: i64) {
+        let c = Cached {
+            access_token: token.to_string(),
+            refresh_after: until,
         };
         self.cache
             .write()
@@ -244,6 +260,13 @@ impl TokenManager {
                     // A dead grant is counted once, by grant_dead below.
                     app.metrics.refresh("failed");
                     log::warn!("TikTok refresh for user {user_id} failed: {e}");
+                    // The refresh was early (inside the margin): while the current token is
+                    // still valid, keep using it and try again after a pause, rather than make
+                    // every request wait on TikTok and then go without a token.
+                    if old.access_expires_at > now + REFRESH_RETRY_SECS {
+                        self.remember_until(user_id, &old.access_token, now + REFRESH_RETRY_SECS);
+                        return Ok(old.access_token);
+                    }
                     return Err(TokenError::TikTok(e));
                 }
                 // Before declaring the grant dead: another process sharing this database may

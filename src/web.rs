@@ -20,6 +20,8 @@ pub struct Request {
     /// The original URI a trusted proxy asked about (`X-Original-URI` / `X-Forwarded-Uri`);
     /// None from anyone else.
     pub forwarded_uri: Option<String>,
+    /// The client's address: the peer, or the first address a trusted proxy reported.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl Request {
@@ -204,6 +206,7 @@ mod tests {
             body: Bytes::new(),
             request_id: "r".into(),
             forwarded_uri: None,
+            client_ip: None,
         }
     }
 

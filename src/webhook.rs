@@ -34,7 +34,7 @@ pub fn signature_ok(header: &str, body: &[u8], secret: &str, now: i64) -> bool {
         }
     }
     let Some(t) = t else { return false };
-    if (now - t).abs() > TOLERANCE_SECS {
+    if now.abs_diff(t) > TOLERANCE_SECS as u64 {
         return false;
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());

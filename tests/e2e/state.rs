@@ -194,3 +194,31 @@ async fn login_replaces_a_preexisting_session_cookie() {
     new.set_cookie(session_cookie_name(), &second);
     assert_eq!(new.echo(&env.url("/api/user"), &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_starts_are_limited_per_address() {
+    let env = TestEnv::builder()
+        .raw(|r| r.server.trusted_proxies = vec!["127.0.0.1/32".into()])
+        .start()
+        .await;
+    let limit = nini_auth::app::START_LIMIT_PER_MINUTE;
+    let api = Browser::api();
+    let url = env.url("/api/auth/signin/tiktok");
+    for i in 0..limit {
+        let r = api.get_with(&url, &[("X-Forwarded-For", "203.0.113.7")]).await;
+        assert_eq!(r.status, 302, "start {i}");
+    }
+    let r = api.get_with(&url, &[("X-Forwarded-For", "203.0.113.7")]).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("60"));
+    // Another client is not affected, and the limit resets with the minute.
+    assert_eq!(
+        api.get_with(&url, &[("X-Forwarded-For", "203.0.113.8")]).await.status,
+        302
+    );
+    env.sidecar().app.clock.advance(60);
+    assert_eq!(
+        api.get_with(&url, &[("X-Forwarded-For", "203.0.113.7")]).await.status,
+        302
+    );
+}

@@ -95,6 +95,8 @@ async fn twenty_concurrent_requests_cause_one_refresh() {
 async fn dead_grant_ends_the_session_cleanly() {
     let env = TestEnv::builder().mock(|m| m.access_ttl_s = 7200).start().await;
     let (b, session, _uid) = signed_in(&env).await;
+    // A second device (e.g. a shared computer) with its own session of the same user.
+    let (_other, other_session, _) = signed_in(&env).await;
     // The user removes the app at TikTok.
     env.mock.revoke_user_grants(OPEN_ID);
     // Plain browsing needs no token: still signed in.
@@ -132,6 +134,9 @@ async fn dead_grant_ends_the_session_cleanly() {
     let s = b.get(&env.url("/api/auth/session")).await.json();
     assert!(s.get("error").is_none(), "{s}");
     assert_eq!(b.get(&env.url("/dashboard")).await.status, 200);
+    // ...but never revives the sessions that ended with the dead grant.
+    assert_eq!(api_with(&other_session).get(&env.url("/api/user")).await.status, 401);
+    assert_eq!(api_with(&session).get(&env.url("/api/user")).await.status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,16 +186,35 @@ async fn tiktok_outage_during_refresh_keeps_the_session() {
         .start()
         .await;
     let (b, session, _) = signed_in(&env).await;
+    let first = upstream_header(
+        &api_with(&session).echo(&env.url("/x"), &[]).await.json(),
+        "x-nini-access-token",
+    )
+    .pop()
+    .expect("token");
     advance(&env, 3700);
     env.mock.inject_fault(Endpoint::Token, Fault::InternalError, 1);
-    // The refresh fails transiently: the request still goes through (without a token), no 5xx.
+    // The early refresh fails: the still-valid token keeps being forwarded, no 5xx.
+    let r = api_with(&session).echo(&env.url("/api/user"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(upstream_header(&r.json(), "x-nini-access-token"), vec![first.clone()]);
+    // During the retry pause no request waits on TikTok.
+    let calls = env.mock.requests_to("/v2/oauth/token/").len();
+    let r = api_with(&session).echo(&env.url("/api/user"), &[]).await;
+    assert_eq!(upstream_header(&r.json(), "x-nini-access-token"), vec![first.clone()]);
+    assert_eq!(env.mock.requests_to("/v2/oauth/token/").len(), calls);
+    // After the pause the refresh is retried and succeeds.
+    advance(&env, 61);
+    let r = api_with(&session).echo(&env.url("/api/user"), &[]).await;
+    let fresh = upstream_header(&r.json(), "x-nini-access-token").pop().expect("token");
+    assert_ne!(fresh, first);
+    assert!(b.get(&env.url("/api/auth/session")).await.json().get("error").is_none());
+    // Once the old token has actually expired, a failing refresh means no token (not a stale one).
+    advance(&env, 7200);
+    env.mock.inject_fault(Endpoint::Token, Fault::InternalError, 1);
     let r = api_with(&session).echo(&env.url("/api/user"), &[]).await;
     assert_eq!(r.status, 200);
     assert!(upstream_header(&r.json(), "x-nini-access-token").is_empty());
-    // Next time it works.
-    let r = api_with(&session).echo(&env.url("/api/user"), &[]).await;
-    assert!(!upstream_header(&r.json(), "x-nini-access-token").is_empty());
-    assert!(b.get(&env.url("/api/auth/session")).await.json().get("error").is_none());
 }
 
 // === two processes, one database ===
