@@ -107,6 +107,18 @@ const SLASH_LOOKALIKES: &[char] = &['\u{FF0F}', '\u{2215}', '\u{2044}', '\u{29F8
 /// Decoded characters that some upstream turns into `\`.
 const BACKSLASH_LOOKALIKES: &[char] = &['\u{FF3C}', '\u{FE68}', '\u{2216}', '\u{29F5}', '\u{29F9}'];
 
+/// Maps fullwidth ASCII forms (U+FF01–U+FF5E, e.g. `ｄａｓｈｂｏａｒｄ`) to ASCII for matching only:
+/// an upstream that applies NFKC would serve `/ｄａｓｈｂｏａｒｄ` as `/dashboard`, so it must be
+/// judged as `/dashboard` too. The forwarded path keeps the characters as they came.
+fn fold_fullwidth(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            _ => c,
+        })
+        .collect()
+}
+
 /// Canonicalises `raw`, the request-target's path component exactly as received (no query).
 pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
     if raw.len() > MAX_PATH_LEN {
@@ -167,7 +179,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
     let mut matching_segments: Vec<String> = Vec::with_capacity(segments.len());
     for segment in &segments {
         // A segment that was only params (`;x`) vanishes, like an empty segment would.
-        let stripped = strip_params(&units_text(segment)).to_lowercase();
+        let stripped = fold_fullwidth(&strip_params(&units_text(segment))).to_lowercase();
         if !stripped.is_empty() {
             matching_segments.push(stripped);
         }
@@ -341,6 +353,16 @@ impl ProtectedRoutes {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn fullwidth_letters_match_like_ascii() {
+        let routes = ProtectedRoutes::new(&["/dashboard".to_string()]);
+        let c = canonicalize("/%EF%BD%84ashboard").expect("valid utf-8");
+        assert!(routes.is_protected(&c), "{c:?}");
+        assert_eq!(c.forward, "/%EF%BD%84ashboard", "forwarded as sent");
+        let c = canonicalize("/ｄａｓｈｂｏａｒｄ/x").expect("valid");
+        assert!(routes.is_protected(&c));
+    }
     use super::*;
 
     fn routes() -> ProtectedRoutes {

@@ -30,6 +30,8 @@ const VARIANTS: &[&str] = &[
     "/dashboard%09",
     "/dashboard%c0%af",
     "/dashboard%ef%bc%8f",
+    "/%EF%BD%84ashboard",
+    "/%EF%BD%84%EF%BD%81shboard/x",
     "/public%23/../dashboard",
     "/./dashboard",
     "/a/b/../../dashboard",
