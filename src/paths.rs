@@ -44,7 +44,8 @@
 //!
 //! Matching form (`matching`, judged by [`ProtectedRoutes`]): the canonical segments fully
 //! decoded, with `;params` (from the first literal or encoded `;`) removed from every segment,
-//! segments left empty by that dropped, and lowercased, so `/dashboard;x=1`, `/public;/../dashboard`,
+//! segments left empty by that dropped, fullwidth ASCII forms folded to ASCII, and lowercased,
+//! so `/ｄashboard`, `/dashboard;x=1`, `/public;/../dashboard`,
 //! `/DASHBOARD` and `/Dashboard` all match `/dashboard`.
 //!
 //! Protection is a plain case-insensitive string prefix test on `matching`, so `/dashboard/`,
