@@ -218,3 +218,54 @@ fn a_taken_port_is_a_clear_start_error() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mock_tiktok_command_serves_the_oauth_api() {
+    let addr = nini_auth::server::free_port().expect("port");
+    let child = crate::support::bin_command()
+        .args([
+            "mock-tiktok",
+            "--listen",
+            &addr.to_string(),
+            "--redirect-uri",
+            "http://localhost:9999/cb",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mock-tiktok");
+    let _guard = crate::support::Kill(child);
+    crate::support::wait_for_port(addr, std::time::Duration::from_secs(15), "mock-tiktok");
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let base = format!("http://{addr}");
+    // The consent page for the registered redirect URI; an unregistered one is refused there.
+    let ok = c
+        .get(format!(
+            "{base}/v2/auth/authorize/?client_key=mock-client-key&response_type=code&scope=user.info.basic&redirect_uri=http%3A%2F%2Flocalhost%3A9999%2Fcb&state=s"
+        ))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.expect("html").contains("id=\"authorize\""));
+    let bad = c
+        .get(format!(
+            "{base}/v2/auth/authorize/?client_key=mock-client-key&response_type=code&scope=user.info.basic&redirect_uri=http%3A%2F%2Fevil%2Fcb&state=s"
+        ))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(bad.status(), 400);
+    // TikTok-style OAuth error body from the token endpoint.
+    let t = c
+        .post(format!("{base}/v2/oauth/token/"))
+        .form(&[("client_key", "x")])
+        .send()
+        .await
+        .expect("token");
+    let body: serde_json::Value = t.json().await.expect("json");
+    assert_eq!(body["error"], "invalid_request");
+}
