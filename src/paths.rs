@@ -180,7 +180,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
     let mut matching_segments: Vec<String> = Vec::with_capacity(segments.len());
     for segment in &segments {
         // A segment that was only params (`;x`) vanishes, like an empty segment would.
-        let stripped = fold_fullwidth(&strip_params(&units_text(segment))).to_lowercase();
+        let stripped = fold_fullwidth(strip_params(&units_text(segment))).to_lowercase();
         if !stripped.is_empty() {
             matching_segments.push(stripped);
         }
