@@ -103,7 +103,9 @@ async fn sync_pages_through_45_videos_and_derives_count_and_streak() {
     );
     let pages = env.mock.requests_to(LIST);
     assert_eq!(pages.len(), 3, "{pages:?}");
-    let mut times: Vec<i64> = creator_with_45_videos()
+    // The videos the mock actually serves (regenerating them here could land a second later).
+    let served = env.mock.config().user(DEMO_OPEN_ID).cloned().expect("creator");
+    let mut times: Vec<i64> = served
         .videos
         .iter()
         .filter(|v| v.is_public)
