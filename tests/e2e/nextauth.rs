@@ -112,11 +112,9 @@ async fn json_redirects_v5_and_v4_and_errors() {
     let csrf = b.csrf(&env).await;
     // v5
     let r = b
-        .send(
-            b.client
-                .post(env.url("/api/auth/signin/tiktok"))
-                .header("X-Auth-Return-Redirect", "1")
-                .form(&[("csrfToken", csrf.as_str()), ("callbackUrl", "/dashboard")]),
+        .post_v5(
+            &env.url("/api/auth/signin/tiktok"),
+            &[("csrfToken", csrf.as_str()), ("callbackUrl", "/dashboard")],
         )
         .await;
     assert_eq!(r.status, 200);
@@ -138,12 +136,7 @@ async fn json_redirects_v5_and_v4_and_errors() {
         .is_some_and(|u| u.contains("/v2/auth/authorize/")));
     // Missing CSRF: 200 with an absolute error URL (v5 semantics), and nothing stored.
     let r = b
-        .send(
-            b.client
-                .post(env.url("/api/auth/signin/tiktok"))
-                .header("X-Auth-Return-Redirect", "1")
-                .form(&[("callbackUrl", "/dashboard")]),
-        )
+        .post_v5(&env.url("/api/auth/signin/tiktok"), &[("callbackUrl", "/dashboard")])
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({"url": env.url("/api/auth/signin?error=MissingCSRF")}));

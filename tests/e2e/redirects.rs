@@ -120,11 +120,9 @@ async fn signin_page_target(b: &Browser, env: &TestEnv, v: &str) -> String {
 
 async fn signout_target(b: &Browser, env: &TestEnv, csrf: &str, v: &str) -> String {
     let r = b
-        .send(
-            b.client
-                .post(env.url("/api/auth/signout"))
-                .header("X-Auth-Return-Redirect", "1")
-                .form(&[("csrfToken", csrf), ("callbackUrl", v)]),
+        .post_v5(
+            &env.url("/api/auth/signout"),
+            &[("csrfToken", csrf), ("callbackUrl", v)],
         )
         .await;
     assert_eq!(r.status, 200, "{v:?}: {}", r.body);
@@ -171,11 +169,9 @@ async fn completed_logins_never_redirect_off_site() {
         let csrf = b.csrf(&env).await;
         // The next-auth v5 way: POST with X-Auth-Return-Redirect.
         let r = b
-            .send(
-                b.client
-                    .post(env.url("/api/auth/signin/tiktok"))
-                    .header("X-Auth-Return-Redirect", "1")
-                    .form(&[("csrfToken", csrf.as_str()), ("callbackUrl", v)]),
+            .post_v5(
+                &env.url("/api/auth/signin/tiktok"),
+                &[("csrfToken", csrf.as_str()), ("callbackUrl", v)],
             )
             .await;
         assert_eq!(r.status, 200);

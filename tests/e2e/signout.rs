@@ -97,11 +97,9 @@ async fn signout_json_answer_and_tiktok_failure_still_signs_out() {
     env.mock.inject_fault(Endpoint::Revoke, Fault::NonJson502, 1);
     let csrf = b.csrf(&env).await;
     let r = b
-        .send(
-            b.client
-                .post(env.url("/api/auth/signout"))
-                .header("X-Auth-Return-Redirect", "1")
-                .form(&[("csrfToken", csrf.as_str()), ("callbackUrl", "/")]),
+        .post_v5(
+            &env.url("/api/auth/signout"),
+            &[("csrfToken", csrf.as_str()), ("callbackUrl", "/")],
         )
         .await;
     assert_eq!(r.status, 200);

@@ -291,6 +291,13 @@ impl Browser {
         self.send(self.client.post(url).form(form)).await
     }
 
+    /// A form POST the way next-auth v5 sends it (`X-Auth-Return-Redirect: 1`), which gets
+    /// `200 {"url": ...}` instead of a redirect.
+    pub async fn post_v5(&self, url: &str, form: &[(&str, &str)]) -> Resp {
+        self.send(self.client.post(url).header("X-Auth-Return-Redirect", "1").form(form))
+            .await
+    }
+
     pub async fn csrf(&self, env: &TestEnv) -> String {
         let r = self.get(&env.url("/api/auth/csrf")).await;
         r.json()["csrfToken"].as_str().expect("csrfToken").to_string()

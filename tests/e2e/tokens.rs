@@ -17,6 +17,12 @@ fn forwarding(r: &mut nini_auth::config::RawConfig) {
     r.upstream.forward_access_token = true;
 }
 
+/// The access token the upstream received for one request of `session` (forwarding on).
+async fn forwarded_token(env: &TestEnv, session: &str) -> Option<String> {
+    let echo = api_with(session).echo(&env.url("/x"), &[]).await.json();
+    upstream_header(&echo, "x-nini-access-token").pop()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_concurrent_requests_cause_one_refresh() {
     let env = TestEnv::builder()
@@ -28,12 +34,7 @@ async fn twenty_concurrent_requests_cause_one_refresh() {
         .start()
         .await;
     let (_b, session, uid) = signed_in(&env).await;
-    let first_token = upstream_header(
-        &api_with(&session).echo(&env.url("/x"), &[]).await.json(),
-        "x-nini-access-token",
-    )
-    .pop()
-    .expect("token forwarded");
+    let first_token = forwarded_token(&env, &session).await.expect("token forwarded");
     assert!(first_token.starts_with("act."));
     assert_eq!(env.mock.refresh_calls(), 0);
 
@@ -186,12 +187,7 @@ async fn tiktok_outage_during_refresh_keeps_the_session() {
         .start()
         .await;
     let (b, session, _) = signed_in(&env).await;
-    let first = upstream_header(
-        &api_with(&session).echo(&env.url("/x"), &[]).await.json(),
-        "x-nini-access-token",
-    )
-    .pop()
-    .expect("token");
+    let first = forwarded_token(&env, &session).await.expect("token forwarded");
     advance(&env, 3700);
     env.mock.inject_fault(Endpoint::Token, Fault::InternalError, 1);
     // The early refresh fails: the still-valid token keeps being forwarded, no 5xx.
