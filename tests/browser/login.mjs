@@ -11,22 +11,12 @@
 // Every step is bounded by STEP_TIMEOUT_MS; the browser is always closed.
 
 import { chromium } from 'playwright-core';
+import { ARGS, CHROMIUM } from '../chromium.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 // The sign-in page negotiates its language from Accept-Language; pin it so the screenshot is
 // reproducible. Spanish is the NINI platform's home language (and the page's own default).
 const LOCALE = process.env.NINI_AUTH_BROWSER_LOCALE || 'es-ES';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-];
 
 function usage() {
   console.error('usage: node login.mjs <sidecar base URL> <screenshot path>');

@@ -14,19 +14,9 @@
 // always closed. Chromium: Debian's /usr/bin/chromium, or $CHROMIUM_PATH.
 
 import { chromium } from 'playwright-core';
+import { ARGS, CHROMIUM } from '../chromium.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-];
 const USER_NAME = 'María José 🌮';
 
 const [baseArg, pageArg] = process.argv.slice(2);
