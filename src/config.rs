@@ -23,8 +23,8 @@ pub use raw::{
 };
 pub use sections::{format_duration, parse_duration};
 pub use types::{
-    origin_of, Cidr, Config, IdentityConfig, LogFormat, OpsConfig, Pkce, Secret, SyncConfig, TikTokConfig,
-    UpstreamConfig,
+    origin_of, Cidr, Config, Database, IdentityConfig, LogFormat, OpsConfig, PgUrl, Pkce, Secret, StorageConfig,
+    SyncConfig, TikTokConfig, UpstreamConfig,
 };
 
 use std::fmt;
@@ -33,7 +33,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::crypto::KeyRing;
-use sections::{database_path, duration, ops_config, parse_base_url, sync_config, upstream_config};
+use sections::{database, duration, ops_config, parse_base_url, storage_config, sync_config, upstream_config};
 
 /// Environment variables we read, in one place so docs and code agree.
 pub const ENV_CONFIG: &str = "NINI_AUTH_CONFIG";
@@ -44,6 +44,13 @@ pub const ENV_SECRET: &str = "NINI_AUTH_SECRET";
 
 /// The path every TikTok redirect comes back to; registered in the developer portal.
 pub const CALLBACK_PATH: &str = "/api/auth/callback/tiktok";
+
+/// Where the sidecar's own endpoints live (the base path next-auth clients call).
+pub const AUTH_BASE: &str = "/api/auth";
+
+/// Exit status for a configuration or usage error (sysexits' EX_USAGE); every command that
+/// loads a configuration uses it.
+pub const EXIT_CONFIG: u8 = 64;
 
 /// Scopes TikTok Login Kit knows; anything else is a typo that TikTok would reject before
 /// consent, on a page the sidecar never sees.
@@ -127,6 +134,18 @@ pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
     })?;
     let raw = parse(&text)?;
     validate(raw, env, SecretsPolicy::Required)
+}
+
+/// A `[storage]` with defaults around one database URL (for `migrate-store`); problems name
+/// `key` (the command-line flag).
+pub fn storage_from_url(key: &str, url: &str) -> Result<StorageConfig, ConfigError> {
+    let mut p = Problems(Vec::new());
+    let db = database(&mut p, key, url);
+    let storage = storage_config(&mut p, &RawStorage::default(), db);
+    match storage {
+        Some(s) if p.0.is_empty() => Ok(s),
+        _ => Err(ConfigError(p.0)),
+    }
 }
 
 /// Checks one key of a section by deserialising it alone (every field has a default), so an
@@ -348,10 +367,11 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
     let tiktok_timeout = duration(&mut p, "tiktok.timeout", &tiktok.timeout);
 
     // [storage]
-    let database = match env.get(ENV_DATABASE_URL) {
-        Some(url) => database_path(&mut p, ENV_DATABASE_URL, &url),
-        None => database_path(&mut p, "storage.database", &storage.database),
+    let db = match env.get(ENV_DATABASE_URL) {
+        Some(url) => database(&mut p, ENV_DATABASE_URL, &url),
+        None => database(&mut p, "storage.database", &storage.database),
     };
+    let storage_cfg = storage_config(&mut p, &storage, db);
 
     // [session]
     let lifetime = duration(&mut p, "session.lifetime", &session.lifetime);
@@ -456,7 +476,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         authorize_url,
         api_base_url,
         tiktok_timeout,
-        database,
+        storage_cfg,
         lifetime,
         refresh_margin,
         keys,
@@ -470,7 +490,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
             Some(authorize_url),
             Some(api_base_url),
             Some(timeout),
-            Some(database),
+            Some(storage),
             Some(session_lifetime),
             Some(refresh_margin),
             Some(keys),
@@ -489,7 +509,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
                 api_base_url,
                 timeout,
             },
-            database,
+            storage,
             session_lifetime,
             refresh_margin,
             keys,

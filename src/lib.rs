@@ -1,36 +1,27 @@
 //! nini-auth: a reverse-proxy authentication sidecar for TikTok Login Kit v2.
 //!
 //! Request flow (see `proxy::AuthProxy::request_filter`): every request gets a request id,
-//! loses any client-sent identity header, and is judged on its canonical path (`paths`).
-//! `/api/auth/*` is answered here (`authflow`); other requests carry a session cookie that
-//! is resolved through an in-memory cache (`app`) backed by SQLite (`store`); protected
-//! paths without a session are refused; everything else goes upstream with identity
-//! headers (`headers`).
+//! loses any client-sent identity header, and is judged on its canonical path
+//! (`proxy::paths`). `/api/auth/*` is answered here (`auth`); other requests carry a session
+//! cookie that is resolved through an in-memory cache backed by the store (`store`: SQLite
+//! or PostgreSQL); protected paths without a session are refused; everything else goes
+//! upstream with identity headers.
+//!
+//! Layers, each using only those below it: `cli` → `ops` → `proxy` → `auth` → `tiktok` →
+//! `store` → `config`, `crypto`, `clock`, `metrics`, `web`. `mock_tiktok` (feature `demo`)
+//! is a test and demo peer that the production path never touches.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod admin_cli;
-pub mod app;
-pub mod authflow;
+pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod cookies;
 pub mod crypto;
-pub mod demo;
-pub mod error;
-pub mod headers;
-pub mod jwt;
 pub mod metrics;
+#[cfg(feature = "demo")]
 pub mod mock_tiktok;
-pub mod pages;
-pub mod paths;
+pub mod ops;
 pub mod proxy;
-pub mod redirect;
-pub mod server;
 pub mod store;
-pub mod sync;
 pub mod tiktok;
-pub mod tls;
-pub mod tokens;
 pub mod web;
-pub mod webhook;

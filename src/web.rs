@@ -71,13 +71,18 @@ impl Request {
         single(self.form_pairs(), name)
     }
 
-    /// Every value of the named cookie across all `Cookie` headers, in order.
-    pub fn cookies(&self, name: &str) -> Vec<&str> {
+    /// Every cookie (name, value) across all `Cookie` headers, in order.
+    pub fn cookie_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.headers
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(crate::cookies::pairs)
+            .flat_map(cookie_pairs)
+    }
+
+    /// Every value of the named cookie across all `Cookie` headers, in order.
+    pub fn cookies(&self, name: &str) -> Vec<&str> {
+        self.cookie_pairs()
             .filter(|(k, _)| *k == name)
             .map(|(_, v)| v)
             .collect()
@@ -119,6 +124,19 @@ pub fn accepts_html(headers: &HeaderMap) -> bool {
 /// sign-in page; every other unauthenticated request to a protected path gets 401 JSON.
 pub fn is_navigation(method: &http::Method, headers: &HeaderMap) -> bool {
     (method == http::Method::GET || method == http::Method::HEAD) && accepts_html(headers)
+}
+
+/// Name/value pairs of one `Cookie` header; malformed parts are skipped, never a panic.
+pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|part| {
+        let (name, value) = part.split_once('=')?;
+        let name = name.trim();
+        if name.is_empty() {
+            return None;
+        }
+        let value = value.trim().trim_matches('"');
+        Some((name, value))
+    })
 }
 
 fn single(pairs: Vec<(String, String)>, name: &str) -> Option<String> {

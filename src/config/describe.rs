@@ -2,7 +2,7 @@
 //! with its effective value (environment overrides applied), every secret redacted. Unset
 //! optional keys are shown commented out, so the text parses as a config file.
 
-use super::{format_duration, Config, LogFormat};
+use super::{format_duration, Config, Database, LogFormat};
 
 /// Accumulates `[section]` blocks of `key = value` lines.
 struct Toml(String);
@@ -88,7 +88,21 @@ impl Config {
         t.dur("timeout", self.tiktok.timeout);
 
         t.section("storage");
-        t.str("database", &self.database.display().to_string());
+        let st = &self.storage;
+        match &st.database {
+            Database::Sqlite(path) => t.str("database", &path.display().to_string()),
+            Database::Postgres(url) => {
+                if url.redacted() != url.expose() {
+                    t.comment("database: the password is shown as *** (give the real URL through DATABASE_URL)");
+                }
+                t.str("database", url.redacted());
+            }
+        }
+        t.raw("max_connections", st.max_connections);
+        t.dur("connect_timeout", st.connect_timeout);
+        t.dur("statement_timeout", st.statement_timeout);
+        t.dur("cache_ttl", st.cache_ttl);
+        t.raw("cache_capacity", st.cache_capacity);
 
         t.section("session");
         t.dur("lifetime", self.session_lifetime);

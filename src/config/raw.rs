@@ -106,12 +106,22 @@ impl Default for RawTikTok {
 #[serde(deny_unknown_fields, default)]
 pub struct RawStorage {
     pub database: String,
+    pub max_connections: u32,
+    pub connect_timeout: String,
+    pub statement_timeout: String,
+    pub cache_ttl: String,
+    pub cache_capacity: usize,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
         RawStorage {
             database: "nini-auth.db".into(),
+            max_connections: 10,
+            connect_timeout: "5s".into(),
+            statement_timeout: "5s".into(),
+            cache_ttl: "5m".into(),
+            cache_capacity: 100_000,
         }
     }
 }

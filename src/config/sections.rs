@@ -11,7 +11,8 @@ use std::time::Duration;
 use url::Url;
 
 use super::{
-    Cidr, LogFormat, OpsConfig, Problems, RawAdmin, RawLog, RawServer, RawSync, RawUpstream, SyncConfig, UpstreamConfig,
+    Cidr, Database, LogFormat, OpsConfig, PgUrl, Problems, RawAdmin, RawLog, RawServer, RawStorage, RawSync,
+    RawUpstream, StorageConfig, SyncConfig, UpstreamConfig,
 };
 
 pub(super) fn ops_config(
@@ -231,20 +232,26 @@ pub(super) fn parse_base_url(p: &mut Problems, key: &str, raw: &str, origin_only
     Some(url)
 }
 
-pub(super) fn database_path(p: &mut Problems, key: &str, raw: &str) -> Option<PathBuf> {
+/// `storage.database` (or `DATABASE_URL`): a SQLite file (a path, `sqlite:PATH`, `file:PATH`)
+/// or a PostgreSQL URL (`postgres://` / `postgresql://`).
+pub(super) fn database(p: &mut Problems, key: &str, raw: &str) -> Option<Database> {
+    let lower = raw.trim().to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        return postgres_url(p, key, raw.trim()).map(Database::Postgres);
+    }
     let path = raw
         .strip_prefix("sqlite://")
         .or_else(|| raw.strip_prefix("sqlite:"))
         .or_else(|| raw.strip_prefix("file:"))
         .unwrap_or(raw);
     if path.is_empty() {
-        p.add(key, "must name a SQLite file");
+        p.add(key, "must name a SQLite file or a postgres:// URL");
         return None;
     }
     if path.contains("://") {
         p.add(
             key,
-            format!("{raw:?}: only SQLite is supported (a file path or sqlite:PATH)"),
+            "unsupported database: use a SQLite file (a path or sqlite:PATH) or postgres://user@host/db",
         );
         return None;
     }
@@ -259,7 +266,58 @@ pub(super) fn database_path(p: &mut Problems, key: &str, raw: &str) -> Option<Pa
             return None;
         }
     }
-    Some(path)
+    Some(Database::Sqlite(path))
+}
+
+/// A PostgreSQL URL with a host and a database name. Problems never quote the URL itself:
+/// it may carry the password.
+fn postgres_url(p: &mut Problems, key: &str, raw: &str) -> Option<PgUrl> {
+    let Ok(url) = Url::parse(raw) else {
+        p.add(key, "is not a valid URL (postgres://user:password@host:5432/database)");
+        return None;
+    };
+    let shown = PgUrl::new(&url);
+    if url.host_str().is_none_or(str::is_empty) {
+        p.add(key, format!("{}: names no host", shown.redacted()));
+        return None;
+    }
+    if url.path().trim_start_matches('/').is_empty() {
+        p.add(key, format!("{}: names no database (…/database)", shown.redacted()));
+        return None;
+    }
+    Some(shown)
+}
+
+/// `[storage]` without the database itself.
+pub(super) fn storage_config(p: &mut Problems, raw: &RawStorage, database: Option<Database>) -> Option<StorageConfig> {
+    if raw.max_connections == 0 || raw.max_connections > 1000 {
+        p.add("storage.max_connections", "must be between 1 and 1000");
+    }
+    let connect_timeout = duration(p, "storage.connect_timeout", &raw.connect_timeout);
+    let statement_timeout = duration(p, "storage.statement_timeout", &raw.statement_timeout);
+    let cache_ttl = duration(p, "storage.cache_ttl", &raw.cache_ttl);
+    for (key, d) in [
+        ("storage.connect_timeout", connect_timeout),
+        ("storage.statement_timeout", statement_timeout),
+    ] {
+        if d.is_some_and(|d| d < Duration::from_millis(100) || d > Duration::from_secs(300)) {
+            p.add(key, "must be between 100ms and 5m");
+        }
+    }
+    if cache_ttl.is_some_and(|d| d < Duration::from_secs(1) || d > Duration::from_secs(3600)) {
+        p.add("storage.cache_ttl", "must be between 1s and 1h");
+    }
+    if raw.cache_capacity < 100 || raw.cache_capacity > 10_000_000 {
+        p.add("storage.cache_capacity", "must be between 100 and 10000000");
+    }
+    Some(StorageConfig {
+        database: database?,
+        max_connections: raw.max_connections,
+        connect_timeout: connect_timeout?,
+        statement_timeout: statement_timeout?,
+        cache_ttl: cache_ttl?,
+        cache_capacity: raw.cache_capacity,
+    })
 }
 
 pub(super) fn duration(p: &mut Problems, key: &str, raw: &str) -> Option<Duration> {

@@ -59,6 +59,11 @@ api_base_url = "https://user:pw@open.tiktokapis.com"
 timeout = "10 s"
 [storage]
 database = "/nonexistent-dir/x.db"
+max_connections = 0
+connect_timeout = "1ms"
+statement_timeout = "forever"
+cache_ttl = "2h"
+cache_capacity = 5
 [session]
 lifetime = "30s"
 refresh_margin = "1y"
@@ -81,6 +86,11 @@ protected = ["/api/auth/session", "no-slash"]
         "tiktok.api_base_url",
         "tiktok.timeout",
         "storage.database",
+        "storage.max_connections",
+        "storage.connect_timeout",
+        "storage.statement_timeout",
+        "storage.cache_ttl",
+        "storage.cache_capacity",
         "session.lifetime",
         "session.refresh_margin",
         "secrets.encryption_keys",
@@ -127,7 +137,7 @@ fn env_overrides_and_secret_files() {
     assert_eq!(cfg.tiktok.client_key, "file-key");
     assert_eq!(cfg.tiktok.client_secret.expose(), "from-file");
     assert_eq!(cfg.keys.len(), 2);
-    assert_eq!(cfg.database, dir.path().join("a.db"));
+    assert!(matches!(&cfg.storage.database, Database::Sqlite(p) if *p == dir.path().join("a.db")));
 
     let mut raw = RawConfig::default();
     raw.tiktok.client_key = "file-key".into();
@@ -143,12 +153,19 @@ fn env_overrides_and_secret_files() {
     .expect("valid");
     assert_eq!(cfg.tiktok.client_key, "env-key");
     assert_eq!(cfg.keys.len(), 2);
-    let e = validate(
+    let cfg = validate(
         RawConfig::default(),
         &env(&[(ENV_DATABASE_URL, "postgres://x/y")]),
         SecretsPolicy::Generate,
     )
-    .expect_err("postgres");
+    .expect("a PostgreSQL URL in DATABASE_URL");
+    assert!(matches!(cfg.storage.database, Database::Postgres(_)));
+    let e = validate(
+        RawConfig::default(),
+        &env(&[(ENV_DATABASE_URL, "postgres:///y")]),
+        SecretsPolicy::Generate,
+    )
+    .expect_err("no host");
     assert!(keys_of(e).contains(&ENV_DATABASE_URL.to_string()));
 }
 
@@ -197,4 +214,37 @@ fn durations() {
     }
     assert_eq!(format_duration(Duration::from_secs(86400 * 30)), "30d");
     assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+}
+
+#[test]
+fn postgres_urls_are_accepted_and_never_shown_with_their_password() {
+    let mut raw = RawConfig::default();
+    raw.tiktok.client_key = "k".into();
+    raw.tiktok.client_secret = "s".into();
+    raw.secrets.encryption_keys = vec![crate::crypto::generate_key_base64().expect("key")];
+    raw.storage.database = "sqlite:ignored.db".into();
+    raw.storage.max_connections = 7;
+    let url = "postgres://nini:hunter2@db.internal:5432/nini?sslmode=disable&password=hunter2";
+    let cfg = validate(raw, &env(&[(ENV_DATABASE_URL, url)]), SecretsPolicy::Required).expect("valid");
+    let Database::Postgres(pg) = &cfg.storage.database else {
+        panic!("DATABASE_URL selects PostgreSQL: {:?}", cfg.storage.database);
+    };
+    assert_eq!(pg.expose(), url);
+    assert_eq!(cfg.storage.max_connections, 7);
+    let shown = format!("{} {:?} {:?} {}", pg.redacted(), pg, cfg, cfg.describe());
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("db.internal"), "{shown}");
+
+    for (bad, why) in [
+        ("postgres:///nini", "names no host"),
+        ("postgresql://nini:hunter2@db.internal", "names no database"),
+        ("mysql://x@y/z", "unsupported database"),
+    ] {
+        let mut raw = RawConfig::default();
+        raw.storage.database = bad.into();
+        let e = validate(raw, &env(&[]), SecretsPolicy::Generate).expect_err(bad);
+        let p = e.0.iter().find(|p| p.key == "storage.database").expect("names the key");
+        assert!(p.message.contains(why), "{bad}: {}", p.message);
+        assert!(!p.message.contains("hunter2"), "{}", p.message);
+    }
 }

@@ -185,6 +185,92 @@ pub struct SyncConfig {
     pub requests_per_minute: u32,
 }
 
+/// Where sessions and users live.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// The embedded default: one file, one process (or several on one host).
+    Sqlite(PathBuf),
+    /// Many replicas on one server.
+    Postgres(PgUrl),
+}
+
+/// A `postgres://` URL. The whole URL is a secret (it may carry the password); `redacted`
+/// is what `check` and logs show.
+#[derive(Clone)]
+pub struct PgUrl {
+    url: Secret,
+    redacted: String,
+}
+
+impl PgUrl {
+    pub fn new(url: &Url) -> PgUrl {
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        // libpq also takes the password as a query parameter.
+        let pairs: Vec<(String, String)> = shown
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") {
+                    "***".to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        if !pairs.is_empty() {
+            shown.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        PgUrl {
+            url: Secret::new(url.as_str()),
+            redacted: shown.to_string(),
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        self.url.expose()
+    }
+
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+}
+
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgUrl({})", self.redacted)
+    }
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            Database::Postgres(u) => f.write_str(u.redacted()),
+        }
+    }
+}
+
+/// `[storage]`: the database and how the sidecar talks to it.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub database: Database,
+    /// PostgreSQL pool size per replica; SQLite reader connections (at most 4).
+    pub max_connections: u32,
+    /// How long opening a connection (or waiting for a pooled one) may take.
+    pub connect_timeout: Duration,
+    /// How long one statement may run (PostgreSQL `statement_timeout`, SQLite busy timeout).
+    pub statement_timeout: Duration,
+    /// How long a cached session is trusted without reading the store again: the bound on
+    /// staleness if every invalidation were missed, and how long signed-in users keep
+    /// working while the database is down.
+    pub cache_ttl: Duration,
+    /// Sessions kept in memory per replica.
+    pub cache_capacity: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -193,7 +279,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub upstream: UpstreamConfig,
     pub tiktok: TikTokConfig,
-    pub database: PathBuf,
+    pub storage: StorageConfig,
     pub session_lifetime: Duration,
     pub refresh_margin: Duration,
     pub keys: KeyRing,

@@ -6,8 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nini_auth::crypto::KeyRing;
-use nini_auth::store::{LoginState, Profile, Store, Tokens};
+use nini_auth::store::{NewLogin, Profile, Tokens};
 
 use crate::support::*;
 
@@ -52,7 +51,7 @@ fn issued_access_token(env: &TestEnv) -> String {
 }
 
 fn session_prefix(cookie: &str) -> String {
-    let key = nini_auth::app::session_key(cookie).expect("session cookie decodes");
+    let key = nini_auth::auth::session_key(cookie).expect("session cookie decodes");
     nini_auth::crypto::hex(&key)[..12].to_string()
 }
 
@@ -73,16 +72,25 @@ fn tokens(tag: &str) -> Tokens {
 
 /// A user written straight into the database with `keys` (as a sidecar holding that ring
 /// would have); returns its id.
-fn user_sealed_with(db: &Path, keys: &[&String], open_id: &str, now: i64, session_expires: i64) -> String {
-    let ring = KeyRing::from_base64(&keys.iter().map(|k| (*k).clone()).collect::<Vec<_>>()).expect("ring");
-    let store = Store::open(db, ring).expect("open");
+async fn user_sealed_with(db: &Path, keys: &[&String], open_id: &str, now: i64, session_expires: i64) -> String {
+    let ring: Vec<String> = keys.iter().map(|k| (*k).clone()).collect();
+    let store = open_sqlite(db, &ring).await;
     let profile = Profile {
         open_id: open_id.into(),
         ..Default::default()
     };
     let session = nini_auth::crypto::sha256_hex(open_id.as_bytes());
     store
-        .complete_login(&profile, &tokens(open_id), &session, session_expires, None, now)
+        .complete_login(NewLogin {
+            profile: &profile,
+            tokens: &tokens(open_id),
+            session_hash: &session,
+            session_expires,
+            replaces: None,
+            device: None,
+            now,
+        })
+        .await
         .expect("login")
         .user_id
 }
@@ -107,16 +115,6 @@ fn sealed_values(db: &Path) -> Vec<(String, String)> {
         let (id, a, r) = row.expect("row");
         out.extend(a.map(|v| (format!("users.access_token:{id}"), v)));
         out.extend(r.map(|v| (format!("users.refresh_token:{id}"), v)));
-    }
-    let mut st = c
-        .prepare("SELECT state_hash, pkce_verifier FROM login_states WHERE pkce_verifier IS NOT NULL")
-        .expect("prepare");
-    let rows = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .expect("query");
-    for row in rows {
-        let (h, v) = row.expect("row");
-        out.push((format!("login_states.pkce_verifier:{h}"), v));
     }
     out
 }
@@ -253,21 +251,7 @@ async fn keys_rotate_reseals_every_token_and_can_be_rerun() {
     env.restart_with_keys(vec![new.clone(), old.clone()]).await;
     // A rotation interrupted half-way: one user is already under the new key.
     let now = unix_now();
-    let current = user_sealed_with(&env.raw_db, &[&new, &old], "already-current", now, now + 3600);
-    // A pending sign-in's PKCE verifier, sealed with the old key.
-    let state = LoginState {
-        browser_hash: "b".into(),
-        pkce_verifier: Some("the-verifier".into()),
-        callback_url: "/".into(),
-        expires: now + 600,
-    };
-    Store::open(
-        &env.raw_db,
-        KeyRing::from_base64(std::slice::from_ref(&old)).expect("ring"),
-    )
-    .expect("open")
-    .insert_login_state("state-hash", &state, now)
-    .expect("state");
+    let current = user_sealed_with(&env.raw_db, &[&new, &old], "already-current", now, now + 3600).await;
     let before = sealed_values(&env.raw_db);
     assert!(before.iter().any(|(_, v)| v.starts_with(&format!("v1.{old_id}."))));
 
@@ -277,15 +261,12 @@ async fn keys_rotate_reseals_every_token_and_can_be_rerun() {
     let r = out.json();
     assert_eq!(r["primary_key_id"], new_id.as_str());
     assert_eq!(
-        r["users"],
-        serde_json::json!({"reencrypted": 1, "current": 1, "unreadable": 0})
-    );
-    assert_eq!(
-        r["login_states"],
-        serde_json::json!({"reencrypted": 1, "current": 0, "unreadable": 0})
+        (&r["reencrypted"], &r["current"], &r["unreadable"]),
+        (&serde_json::json!(1), &serde_json::json!(1), &serde_json::json!(0)),
+        "{r}"
     );
     let after = sealed_values(&env.raw_db);
-    assert_eq!(after.len(), 5, "{after:?}");
+    assert_eq!(after.len(), 4, "{after:?}");
     for (what, v) in &after {
         assert!(
             v.starts_with(&format!("v1.{new_id}.")),
@@ -310,12 +291,13 @@ async fn keys_rotate_reseals_every_token_and_can_be_rerun() {
 
     // The old key can go: a sidecar holding only the new one opens everything.
     env.restart_with_keys(vec![new.clone()]).await;
-    let store = &env.sidecar().app.store;
-    let t = store.tokens(&uid).expect("opens").expect("tokens");
+    let store = &env.sidecar().auth.store;
+    let t = store.tokens(&uid).await.expect("opens").expect("tokens");
     assert_eq!(t.access_token, access);
-    assert_eq!(store.tokens(&current).expect("opens"), Some(tokens("already-current")));
-    let st = store.take_login_state("state-hash").expect("opens").expect("state");
-    assert_eq!(st.pkce_verifier.as_deref(), Some("the-verifier"));
+    assert_eq!(
+        store.tokens(&current).await.expect("opens"),
+        Some(tokens("already-current"))
+    );
     // And sign-out revokes at TikTok with the right token.
     let page = b.get(&env.url("/api/auth/signout")).await;
     let csrf = extract_value(&page.body, "csrfToken").expect("csrf");
@@ -334,19 +316,19 @@ async fn keys_rotate_reseals_every_token_and_can_be_rerun() {
 
     // A row sealed with a key nobody has any more: counted, named, left alone, exit 1.
     let lost = nini_auth::crypto::generate_key_base64().expect("key");
-    let orphan = user_sealed_with(&env.raw_db, &[&lost], "orphan", now, now + 3600);
+    let orphan = user_sealed_with(&env.raw_db, &[&lost], "orphan", now, now + 3600).await;
     let before = sealed_values(&env.raw_db);
     let out = admin(&cfg, &ring, &["keys", "rotate", "--json"]).await;
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let r = out.json();
-    assert_eq!(r["users"]["unreadable"], 1);
+    assert_eq!(r["unreadable"], 1);
     assert_eq!(r["unreadable_user_ids"], serde_json::json!([orphan]));
     assert!(out.stderr.contains("cannot be opened"), "{}", out.stderr);
     assert_eq!(sealed_values(&env.raw_db), before, "unreadable row untouched");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn purge_counts_expired_sessions_and_login_states() {
+async fn purge_counts_expired_sessions_and_used_states() {
     let mut env = TestEnv::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let cfg = config(dir.path(), &env.raw_db);
@@ -354,33 +336,20 @@ async fn purge_counts_expired_sessions_and_login_states() {
     // The sidecar purges once a minute on its own; stopped, it cannot race with the counts.
     env.stop_sidecar();
     let key = env.keys[0].clone();
-    // A session and a login state that expired long ago.
-    user_sealed_with(&env.raw_db, &[&key], "expired", 1000, 2000);
-    let state = LoginState {
-        browser_hash: "b".into(),
-        pkce_verifier: None,
-        callback_url: "/".into(),
-        expires: 2000,
-    };
-    Store::open(
-        &env.raw_db,
-        KeyRing::from_base64(std::slice::from_ref(&key)).expect("ring"),
-    )
-    .expect("open")
-    .insert_login_state("old-state", &state, 1000)
-    .expect("state");
+    // A session and a used sign-in state that expired long ago.
+    user_sealed_with(&env.raw_db, &[&key], "expired", 1000, 2000).await;
+    let store = open_sqlite(&env.raw_db, std::slice::from_ref(&key)).await;
+    assert!(store.consume_state("old-state", 2000).await.expect("state"));
+    drop(store);
 
     let out = admin(&cfg, &env.keys, &["purge", "--json"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(
-        out.json(),
-        serde_json::json!({"sessions": 1, "login_states": 1, "removed": 2})
-    );
+    assert_eq!(out.json(), serde_json::json!({"sessions": 1, "states": 1}));
     let out = admin(&cfg, &env.keys, &["purge"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout
-            .contains("purged 0 expired session(s) and 0 expired login state(s)"),
+            .contains("purged 0 expired session(s) and 0 expired sign-in state record(s)"),
         "{}",
         out.stdout
     );

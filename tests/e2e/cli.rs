@@ -221,7 +221,7 @@ fn a_taken_port_is_a_clear_start_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mock_tiktok_command_serves_the_oauth_api() {
-    let addr = nini_auth::server::free_port().expect("port");
+    let addr = nini_auth::ops::free_port().expect("port");
     let child = crate::support::bin_command()
         .args([
             "mock-tiktok",

@@ -64,7 +64,7 @@ fn start_nginx(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_auth_request_in_front_of_the_app() {
-    let front = nini_auth::server::free_port().expect("port");
+    let front = nini_auth::ops::free_port().expect("port");
     let front_origin = format!("http://{front}");
     let origin = front_origin.clone();
     let env = TestEnv::builder()
@@ -246,7 +246,7 @@ async fn tiktok_deauthorization_webhook_ends_sessions() {
         "content": "{\"reason\": 1}",
     })
     .to_string();
-    let now = env.sidecar().app.clock.now();
+    let now = env.sidecar().auth.clock.now();
     let post = |sig: String, body: String| {
         let c = reqwest::Client::new();
         let url = env.url("/api/auth/webhooks/tiktok");
@@ -267,7 +267,7 @@ async fn tiktok_deauthorization_webhook_ends_sessions() {
     assert_eq!(post("t=1,s=00".into(), body.clone()).await, 401);
     assert_eq!(
         post(
-            nini_auth::webhook::sign(body.as_bytes(), secret, now - 3600),
+            nini_auth::tiktok::webhook::sign(body.as_bytes(), secret, now - 3600),
             body.clone()
         )
         .await,
@@ -275,7 +275,7 @@ async fn tiktok_deauthorization_webhook_ends_sessions() {
     );
     assert_eq!(
         post(
-            nini_auth::webhook::sign(body.as_bytes(), "not-the-secret", now),
+            nini_auth::tiktok::webhook::sign(body.as_bytes(), "not-the-secret", now),
             body.clone()
         )
         .await,
@@ -285,14 +285,18 @@ async fn tiktok_deauthorization_webhook_ends_sessions() {
     // Other events are acknowledged and ignored.
     let other = body.replace("authorization.removed", "video.publish.completed");
     assert_eq!(
-        post(nini_auth::webhook::sign(other.as_bytes(), secret, now), other).await,
+        post(nini_auth::tiktok::webhook::sign(other.as_bytes(), secret, now), other).await,
         200
     );
     assert_eq!(api.echo(&env.url("/api/user"), &[]).await.status, 200);
 
     // The real thing: tokens gone, sessions over; a repeated delivery is still 200.
     assert_eq!(
-        post(nini_auth::webhook::sign(body.as_bytes(), secret, now), body.clone()).await,
+        post(
+            nini_auth::tiktok::webhook::sign(body.as_bytes(), secret, now),
+            body.clone()
+        )
+        .await,
         200
     );
     assert_eq!(api.get(&env.url("/api/user")).await.status, 401);
@@ -305,7 +309,7 @@ async fn tiktok_deauthorization_webhook_ends_sessions() {
         .expect("count");
     assert_eq!(n, 0);
     assert_eq!(
-        post(nini_auth::webhook::sign(body.as_bytes(), secret, now), body).await,
+        post(nini_auth::tiktok::webhook::sign(body.as_bytes(), secret, now), body).await,
         200
     );
 }

@@ -53,7 +53,7 @@ fn assert_clean(e: &serde_json::Value, signed_in_user: Option<&str>) {
             continue;
         }
         let allowed_ours = signed_in_user.is_some()
-            && nini_auth::headers::identity_headers(&dummy())
+            && nini_auth::auth::headers::identity_headers(&dummy())
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case(k));
         if !allowed_ours {
@@ -96,6 +96,7 @@ fn assert_clean(e: &serde_json::Value, signed_in_user: Option<&str>) {
 fn dummy() -> nini_auth::store::Identity {
     nini_auth::store::Identity {
         user_id: "u".into(),
+        session_id: "s".into(),
         open_id: "o".into(),
         display_name: Some("n".into()),
         username: None,
@@ -104,6 +105,7 @@ fn dummy() -> nini_auth::store::Identity {
         videos: 0,
         streak: 0,
         nini_score: 0,
+        follower_count: None,
         session_expires: 0,
         grant_error: None,
     }

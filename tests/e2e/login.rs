@@ -57,8 +57,22 @@ async fn full_login_reaches_upstream_with_identity_headers() {
     assert!(!q.contains_key("client_id") && !q.contains_key("client_secret"));
     assert!(!q.contains_key("code_challenge"), "pkce is off by default");
     assert_eq!(q.len(), 5, "{q:?}");
-    let login_cookie = start.set_cookie("nini-auth.login").expect("browser-binding cookie");
-    assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Lax"));
+    // The pending sign-in lives in a sealed cookie of this browser, named after the state.
+    let state_cookie = start
+        .set_cookie_prefixed("nini-auth.state.")
+        .expect("pending sign-in cookie");
+    assert!(state_cookie.contains("HttpOnly") && state_cookie.contains("SameSite=Lax"));
+    assert!(state_cookie.contains("Max-Age=600"), "{state_cookie}");
+    let sealed = state_cookie
+        .split(';')
+        .next()
+        .and_then(|c| c.split_once('='))
+        .map(|(_, v)| v)
+        .expect("value");
+    assert!(
+        sealed.starts_with("v1.") && !sealed.contains(state.as_str()),
+        "sealed: {state_cookie}"
+    );
 
     // Consent on the mock, then TikTok redirects back with a code containing * and !.
     let cb = b.consent(authorize.as_str(), "authorize").await;

@@ -2,6 +2,10 @@
 
 // Harness: servers on ephemeral ports and a cookie-keeping client.
 mod support;
+// A real PostgreSQL: given, local, or a throwaway cluster started for the test run.
+mod pg;
+// One conformance suite for both store backends (SQLite always, PostgreSQL when available).
+mod store_conformance;
 
 // The whole sign-in, cookie attributes and what the upstream sees.
 mod login;

@@ -13,7 +13,7 @@ fn admin_env(r: &mut nini_auth::config::RawConfig, addr: std::net::SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_readiness_and_metrics_funnel() {
-    let admin = nini_auth::server::free_port().expect("port");
+    let admin = nini_auth::ops::free_port().expect("port");
     let env = TestEnv::builder().raw(move |r| admin_env(r, admin)).start().await;
     let c = reqwest::Client::new();
     let get = |path: &str| c.get(format!("http://{admin}{path}")).send();

@@ -97,23 +97,32 @@ async fn replayed_callback_and_replayed_code_fail() {
     let env = TestEnv::start().await;
     let b = Browser::new();
     let authorize = b.start_signin(&env, "/dashboard").await;
+    // A copy of the pending sign-in's cookie, taken before the callback deletes it.
+    let copied = b.cookies_prefixed("nini-auth.state.");
+    assert_eq!(copied.len(), 1, "{copied:?}");
     let cb = b.consent(&authorize, "authorize").await;
     let ok = b.get(&cb).await;
     assert_eq!(ok.status, 302);
     let first_session = b.cookie(session_cookie_name()).expect("session");
+    assert!(
+        b.cookies_prefixed("nini-auth.state.").is_empty(),
+        "the callback deletes it"
+    );
 
-    // Same callback again (state replay) from a fresh browser with the same binding cookie.
+    // Same callback again (state replay) from a fresh browser with a copy of the cookie:
+    // the state is recorded as used.
     let replay = Browser::new();
-    replay.set_cookie("nini-auth.login", &b.cookie("nini-auth.login").expect("binding"));
+    replay.set_cookie(&copied[0].0, &copied[0].1);
     assert_refused(&replay, &env, &cb, "replayed state").await;
 
     // A new state with an old (used) code: the state passes, TikTok refuses the code.
     let authorize2 = b.start_signin(&env, "/dashboard").await;
+    let copied2 = b.cookies_prefixed("nini-auth.state.");
     let cb2 = b.consent(&authorize2, "authorize").await;
     let (base, code_used, _) = callback_parts(&cb);
     let (_, _, state2) = callback_parts(&cb2);
     let fresh = Browser::new();
-    fresh.set_cookie("nini-auth.login", &b.cookie("nini-auth.login").expect("binding"));
+    fresh.set_cookie(&copied2[0].0, &copied2[0].1);
     let r = fresh
         .get(&cb_url(&base, &[("code", &code_used), ("state", &state2)]))
         .await;
@@ -129,7 +138,7 @@ async fn expired_state_is_refused() {
     let b = Browser::new();
     let authorize = b.start_signin(&env, "/dashboard").await;
     let cb = b.consent(&authorize, "authorize").await;
-    env.sidecar().app.clock.advance(601);
+    env.sidecar().auth.clock.advance(601);
     assert_refused(&b, &env, &cb, "expired state").await;
 }
 
@@ -138,12 +147,29 @@ async fn state_is_bound_to_the_browser_that_started() {
     let env = TestEnv::start().await;
     let victim = Browser::new();
     let attacker = Browser::new();
-    // Login CSRF: the attacker starts a sign-in and feeds the callback to the victim.
+    // Login CSRF: the attacker starts a sign-in and feeds the callback to the victim. The
+    // victim's browser has no pending sign-in for that state: refused, nothing consumed, no
+    // request to TikTok.
     let authorize = attacker.start_signin(&env, "/dashboard").await;
     let cb = attacker.consent(&authorize, "authorize").await;
     assert_refused(&victim, &env, &cb, "callback in another browser").await;
-    // The state was consumed by that attempt: the attacker cannot use it either.
-    assert_refused(&attacker, &env, &cb, "consumed by the failed attempt").await;
+    assert!(env.mock.requests_to("/v2/oauth/token/").is_empty());
+    // The attacker's other pending sign-in, planted under this state's cookie name, does not
+    // open: the sealed value is bound to its name.
+    let (name, _) = attacker.cookies_prefixed("nini-auth.state.").remove(0);
+    attacker.start_signin(&env, "/dashboard").await;
+    let other = attacker
+        .cookies_prefixed("nini-auth.state.")
+        .into_iter()
+        .find(|(n, _)| *n != name)
+        .expect("a second pending sign-in");
+    let other_victim = Browser::new();
+    other_victim.set_cookie(&name, &other.1);
+    assert_refused(&other_victim, &env, &cb, "another sign-in's value under this name").await;
+    // Only the browser that started it signs in, as itself.
+    let r = attacker.get(&cb).await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert!(victim.cookie(session_cookie_name()).is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -201,7 +227,7 @@ async fn sign_in_starts_are_limited_per_address() {
         .raw(|r| r.server.trusted_proxies = vec!["127.0.0.1/32".into()])
         .start()
         .await;
-    let limit = nini_auth::app::START_LIMIT_PER_MINUTE;
+    let limit = nini_auth::auth::signin::START_LIMIT_PER_MINUTE;
     let api = Browser::api();
     let url = env.url("/api/auth/signin/tiktok");
     for i in 0..limit {
@@ -210,13 +236,18 @@ async fn sign_in_starts_are_limited_per_address() {
     }
     let r = api.get_with(&url, &[("X-Forwarded-For", "203.0.113.7")]).await;
     assert_eq!(r.status, 429, "{}", r.body);
-    assert_eq!(r.header("retry-after"), Some("60"));
+    // Until the current one-minute window ends.
+    let wait: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&wait), "{wait}");
     // Another client is not affected, and the limit resets with the minute.
     assert_eq!(
         api.get_with(&url, &[("X-Forwarded-For", "203.0.113.8")]).await.status,
         302
     );
-    env.sidecar().app.clock.advance(60);
+    env.sidecar().auth.clock.advance(60);
     assert_eq!(
         api.get_with(&url, &[("X-Forwarded-For", "203.0.113.7")]).await.status,
         302

@@ -84,12 +84,12 @@ async fn tampered_or_foreign_ciphertext_is_refused_without_panic() {
     conn.execute("UPDATE users SET access_token = ?1", [&tampered])
         .expect("update");
     drop(conn);
-    let store = &env.sidecar().app.store;
+    let store = &env.sidecar().auth.store;
     let uid: String = rusqlite::Connection::open(&env.raw_db)
         .expect("db")
         .query_row("SELECT id FROM users", [], |r| r.get(0))
         .expect("id");
-    assert!(store.tokens(&uid).is_err(), "tampered ciphertext must not open");
+    assert!(store.tokens(&uid).await.is_err(), "tampered ciphertext must not open");
 
     // Sign-out needs the token for revoke: it must still sign out cleanly.
     let csrf = b.csrf(&env).await;
@@ -110,7 +110,13 @@ async fn tampered_or_foreign_ciphertext_is_refused_without_panic() {
         .expect("db")
         .query_row("SELECT id FROM users WHERE access_token IS NOT NULL", [], |r| r.get(0))
         .expect("id");
-    let err = env.sidecar().app.store.tokens(&uid2).expect_err("unknown key id");
+    let err = env
+        .sidecar()
+        .auth
+        .store
+        .tokens(&uid2)
+        .await
+        .expect_err("unknown key id");
     assert!(err.to_string().contains("cannot be opened"), "{err}");
     // The sidecar keeps serving.
     assert_eq!(Browser::api().get(&env.url("/api/auth/session")).await.status, 200);

@@ -12,8 +12,15 @@ use std::time::{Duration, Instant};
 
 use nini_auth::config::{self, RawConfig, SecretsPolicy};
 use nini_auth::mock_tiktok::{MockConfig, MockTikTok};
-use nini_auth::server::{free_port, Running};
+use nini_auth::ops::{free_port, Running};
 use serde_json::Value;
+
+/// The SQLite store at `db` with this key ring, as a sidecar holding it would open it.
+pub async fn open_sqlite(db: &Path, keys: &[String]) -> std::sync::Arc<dyn nini_auth::store::Store> {
+    let cfg = config::storage_from_url("db", &db.display().to_string()).expect("storage config");
+    let ring = nini_auth::crypto::KeyRing::from_base64(keys).expect("ring");
+    nini_auth::store::open(&cfg, ring).await.expect("open store")
+}
 
 pub struct TestEnv {
     pub mock: MockTikTok,
@@ -98,11 +105,11 @@ impl Builder {
         let ul = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
-        let (upstream, upstream_task) = nini_auth::demo::serve_app_with_static(ul, self.static_dir)
+        let (upstream, upstream_task) = nini_auth::cli::demo::serve_app_with_static(ul, self.static_dir)
             .await
             .expect("upstream starts");
         let raw_db = dir.path().join("nini-auth.db");
-        let mut raw = nini_auth::demo::raw_config(listen, &mock.base_url(), upstream, &raw_db);
+        let mut raw = nini_auth::cli::demo::raw_config(listen, &mock.base_url(), upstream, &raw_db);
         let keys = vec![nini_auth::crypto::generate_key_base64().expect("key")];
         raw.secrets.encryption_keys = keys.clone();
         (self.raw)(&mut raw);
@@ -130,7 +137,7 @@ impl TestEnv {
         let env = self;
         env.stop_sidecar();
         let listen = free_port().expect("free port");
-        let mut raw = nini_auth::demo::raw_config(listen, &env.mock.base_url(), env.upstream, &env.raw_db);
+        let mut raw = nini_auth::cli::demo::raw_config(listen, &env.mock.base_url(), env.upstream, &env.raw_db);
         raw.secrets.encryption_keys = keys;
         env.allow_redirect_uri(&format!("http://{listen}{}", config::CALLBACK_PATH));
         let cfg = config::validate(
@@ -195,6 +202,12 @@ impl Resp {
             .find(|c| c.starts_with(&format!("{name}=")))
     }
 
+    /// The first `Set-Cookie` whose cookie name starts with `prefix` (a pending sign-in's
+    /// cookie is named after its state).
+    pub fn set_cookie_prefixed(&self, prefix: &str) -> Option<String> {
+        self.set_cookies().into_iter().find(|c| c.starts_with(prefix))
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -236,6 +249,15 @@ impl Browser {
 
     pub fn set_cookie(&self, name: &str, value: &str) {
         self.jar.lock().expect("jar").insert(name.into(), value.into());
+    }
+
+    /// Every cookie whose name starts with `prefix`, as (name, value).
+    pub fn cookies_prefixed(&self, prefix: &str) -> Vec<(String, String)> {
+        let jar = self.jar.lock().expect("jar");
+        jar.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub fn cookie_header(&self) -> Option<String> {

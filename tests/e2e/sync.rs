@@ -67,7 +67,7 @@ fn body_json(r: &nini_auth::mock_tiktok::RecordedRequest) -> Value {
 /// Moves both clocks, so TikTok's token expiries and our cool-downs agree.
 fn advance(env: &TestEnv, secs: i64) {
     env.mock.advance_clock(secs);
-    env.sidecar().app.clock.advance(secs);
+    env.sidecar().auth.clock.advance(secs);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -403,25 +403,25 @@ async fn revoked_grant_ends_the_session_with_refresh_error() {
 async fn background_job_syncs_recently_active_users_when_due() {
     let env = env_with_creator().await;
     let b = signed_in(&env).await;
-    let app = env.sidecar().app.clone();
+    let app = env.sidecar().auth.clone();
 
     // Signing in is not activity on the app; a request through the proxy is.
-    assert_eq!(nini_auth::sync::sync_due_users(&app).await.due, 0);
+    assert_eq!(app.sync.sync_due_users().await.due, 0);
     assert_eq!(b.echo(&env.url("/dashboard"), &[]).await.status, 200);
-    let first = nini_auth::sync::sync_due_users(&app).await;
+    let first = app.sync.sync_due_users().await;
     assert_eq!((first.due, first.synced, first.failed), (1, 1, 0), "{first:?}");
     let s = b.get(&env.url("/api/auth/session")).await.json();
     assert_eq!(s["user"]["videos"], 45);
     assert_eq!(s["user"]["streak"], 5);
 
     // Fresh data is left alone until `sync.interval` (6 h by default) has passed.
-    assert_eq!(nini_auth::sync::sync_due_users(&app).await.due, 0);
+    assert_eq!(app.sync.sync_due_users().await.due, 0);
     advance(&env, 6 * 3_600 + 1);
-    let later = nini_auth::sync::sync_due_users(&app).await;
+    let later = app.sync.sync_due_users().await;
     assert_eq!((later.due, later.synced), (1, 1), "{later:?}");
     assert_eq!(env.mock.requests_to(LIST).len(), 6);
 
     // Users inactive for longer than `sync.active_within` (7 d) are not synced.
     advance(&env, 8 * 86_400);
-    assert_eq!(nini_auth::sync::sync_due_users(&app).await.due, 0);
+    assert_eq!(app.sync.sync_due_users().await.due, 0);
 }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nini_auth::config::CALLBACK_PATH;
-use nini_auth::server::free_port;
-use nini_auth::tls::{write_dev_cert, DevCert};
+use nini_auth::ops::free_port;
+use nini_auth::ops::tls::{write_dev_cert, DevCert};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
@@ -154,7 +154,7 @@ async fn login_over_https_with_a_dev_certificate() {
         "TikTok is given the https callback"
     );
     assert!(
-        start.set_cookie("__Host-nini-auth.login").is_some(),
+        start.set_cookie_prefixed("__Host-nini-auth.state.").is_some(),
         "{:?}",
         start.set_cookies()
     );
@@ -508,7 +508,7 @@ fn dev_cert_command_writes_a_private_key_and_prints_how_to_use_it() {
     ] {
         assert!(stdout.contains(&want), "no {want:?} in:\n{stdout}");
     }
-    nini_auth::tls::load_pair(&cert, &key).expect("a usable pair");
+    nini_auth::ops::tls::load_pair(&cert, &key).expect("a usable pair");
 
     let bad = Command::new(BIN)
         .args([

@@ -10,7 +10,7 @@ const OPEN_ID: &str = nini_auth::mock_tiktok::DEMO_OPEN_ID;
 /// Moves both clocks: the mock's (token expiry at TikTok) and the sidecar's.
 fn advance(env: &TestEnv, secs: i64) {
     env.mock.advance_clock(secs);
-    env.sidecar().app.clock.advance(secs);
+    env.sidecar().auth.clock.advance(secs);
 }
 
 fn forwarding(r: &mut nini_auth::config::RawConfig) {
@@ -53,10 +53,17 @@ async fn twenty_concurrent_requests_cause_one_refresh() {
     assert_eq!(tokens.len(), 1, "all 20 use the same fresh token: {tokens:?}");
     let fresh = tokens.into_iter().next().expect("one");
     assert_ne!(fresh, first_token);
-    assert_eq!(env.sidecar().app.tokens.stats().refreshed, 1);
+    assert_eq!(env.sidecar().auth.tokens.stats().refreshed, 1);
 
     // The rotated refresh token was stored (sealed) and is the one the next refresh uses.
-    let stored = env.sidecar().app.store.tokens(&uid).expect("read").expect("tokens");
+    let stored = env
+        .sidecar()
+        .auth
+        .store
+        .tokens(&uid)
+        .await
+        .expect("read")
+        .expect("tokens");
     assert_eq!(stored.access_token, fresh);
     let first_refresh = env
         .mock
@@ -282,7 +289,14 @@ async fn two_processes_on_one_database_refresh_once() {
     }
     assert_eq!(env.mock.refresh_calls(), 1, "one refresh across two processes");
     assert_eq!(tokens.len(), 1, "both processes forward the rotated token: {tokens:?}");
-    let stored = env.sidecar().app.store.tokens(&uid).expect("read").expect("tokens");
+    let stored = env
+        .sidecar()
+        .auth
+        .store
+        .tokens(&uid)
+        .await
+        .expect("read")
+        .expect("tokens");
     assert_eq!(Some(&stored.access_token), tokens.iter().next());
 }
 

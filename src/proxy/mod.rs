@@ -13,19 +13,20 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::json;
 
-use crate::app::App;
-use crate::authflow;
+pub mod paths;
+
+use crate::auth::{self, headers, pages, Auth};
 use crate::config::LogFormat;
 use crate::crypto;
-use crate::headers;
-use crate::pages;
-use crate::paths;
-use crate::store::Identity;
-use crate::tokens::TokenError;
+use crate::store::{Identity, StoreError};
+use crate::tiktok::tokens::TokenError;
 use crate::web::{self, Reply};
 
 pub struct AuthProxy {
-    pub app: Arc<App>,
+    pub auth: Arc<Auth>,
+    protected: paths::ProtectedRoutes,
+    /// `sync.path` in the canonical matching form (lowercase).
+    sync_path: String,
     peer: HttpPeer,
     /// For our HTML pages. `form-action` must allow TikTok's origin: the sign-in form posts
     /// here and is redirected there, and browsers apply the directive to that redirect.
@@ -92,7 +93,8 @@ impl Forwarded {
 }
 
 impl AuthProxy {
-    pub fn new(app: Arc<App>) -> AuthProxy {
+    pub fn new(auth: Arc<Auth>) -> AuthProxy {
+        let app = &auth;
         let up = &app.config.upstream;
         let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
         peer.options.connection_timeout = Some(up.connect_timeout);
@@ -107,7 +109,14 @@ impl AuthProxy {
             .ops
             .hsts_max_age
             .map(|d| format!("max-age={}; includeSubDomains", d.as_secs()));
-        AuthProxy { app, peer, csp, hsts }
+        AuthProxy {
+            protected: paths::ProtectedRoutes::new(&auth.config.protected),
+            sync_path: auth.config.sync.path.to_ascii_lowercase(),
+            auth,
+            peer,
+            csp,
+            hsts,
+        }
     }
 }
 
@@ -144,15 +153,29 @@ fn strip_spoofable(req: &mut RequestHeader) {
 
 /// What an unauthenticated request to a protected path gets: browsers go to sign-in with
 /// the path they wanted, API clients get 401 JSON.
-pub fn unauthenticated(app: &App, navigation: bool, path_and_query: &str) -> Reply {
+pub fn unauthenticated(auth: &Auth, navigation: bool, path_and_query: &str) -> Reply {
     if navigation {
         let target = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("callbackUrl", path_and_query)
             .finish();
-        Reply::redirect(&app.url(&format!("{}/signin?{target}", authflow::BASE)))
+        Reply::redirect(&auth.url(&format!("{}/signin?{target}", auth::BASE)))
     } else {
         Reply::json(401, &json!({ "error": "unauthorized" })).header("WWW-Authenticate", "Cookie".into())
     }
+}
+
+/// The database did not answer while resolving a session: 503, never "signed out".
+fn unavailable_reply(navigation: bool, request_id: &str, lang: pages::Lang, e: &StoreError) -> Reply {
+    log::error!(
+        "session lookup failed: {} request_id={request_id}",
+        auth::error::chain(e)
+    );
+    let reply = if navigation {
+        Reply::html(503, pages::error(lang, "Unavailable", request_id, "/", "/"))
+    } else {
+        Reply::json(503, &json!({ "error": "Unavailable", "requestId": request_id }))
+    };
+    reply.header("Retry-After", "5".into()).no_store()
 }
 
 fn bad_path_reply(navigation: bool, request_id: &str, lang: pages::Lang) -> Reply {
@@ -249,7 +272,7 @@ impl ProxyHttp for AuthProxy {
 
     /// Ok(true) means the response was written here and the upstream is never contacted.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let app = &self.app;
+        let app = &self.auth;
         app.metrics.request_started();
         ctx.counted = true;
         ctx.request_id = request_id(session.get_header("x-request-id").and_then(|v| v.to_str().ok()));
@@ -272,10 +295,10 @@ impl ProxyHttp for AuthProxy {
         let query = req.uri.query().map(String::from);
         // Envoy ext_authz appends the original path to /api/auth/verify. That suffix is data,
         // not routing: judged on the raw path, before dot segments could move it elsewhere.
-        if let Some(suffix) = authflow::verify_suffix(req.uri.path()) {
+        if let Some(suffix) = auth::verify::verify_suffix(req.uri.path()) {
             ctx.route = "auth";
-            let wreq = web_request(session, ctx, format!("{}/verify", authflow::BASE), None, Bytes::new());
-            let reply = authflow::verify(app, &wreq, suffix.is_some()).await;
+            let wreq = web_request(session, ctx, format!("{}/verify", auth::BASE), None, Bytes::new());
+            let reply = auth::verify::verify(app, &wreq, suffix.is_some()).await;
             return self.answer(session, ctx, reply).await;
         }
         let canonical = if req.raw_path_is_utf8() {
@@ -294,21 +317,27 @@ impl ProxyHttp for AuthProxy {
             }
         };
 
-        if authflow::is_auth_path(&canonical.matching) {
+        if auth::is_auth_path(&canonical.matching) {
             ctx.route = "auth";
             let Some(body) = read_body(session).await? else {
                 let reply = Reply::json(413, &json!({ "error": "payload_too_large" }));
                 return self.answer(session, ctx, reply).await;
             };
             let wreq = web_request(session, ctx, canonical.forward.clone(), query, body);
-            let reply = authflow::handle(app, &wreq).await;
+            let reply = auth::handle(app, &wreq).await;
             return self.answer(session, ctx, reply).await;
         }
 
-        ctx.identity = self.session_identity(session).await;
+        ctx.identity = match self.session_identity(session).await {
+            Ok(id) => id,
+            Err(e) => {
+                let reply = unavailable_reply(navigation, &ctx.request_id, lang, &e);
+                return self.answer(session, ctx, reply).await;
+            }
+        };
         if app.config.upstream.forward_access_token {
             if let Some(id) = ctx.identity.clone() {
-                match app.tokens.access_token(app, &id.user_id).await {
+                match app.tokens.access_token(&id.user_id).await {
                     Ok(t) => ctx.access_token = Some(t),
                     // The grant died: the session ends here, like any missing session.
                     Err(TokenError::GrantDead) => ctx.identity = None,
@@ -316,20 +345,17 @@ impl ProxyHttp for AuthProxy {
                 }
             }
         }
-        if let Some(id) = &ctx.identity {
-            app.activity.seen(&id.user_id, app.clock.now());
-        }
         // The sync endpoint lives in the app's namespace but is answered here.
-        if canonical.matching == app.sync_path && session.req_header().method == http::Method::POST {
+        if canonical.matching == self.sync_path && session.req_header().method == http::Method::POST {
             ctx.route = "sync";
-            let reply = crate::sync::sync_endpoint(app, ctx.identity.clone(), &ctx.request_id).await;
+            let reply = crate::tiktok::sync::sync_endpoint(&app.sync, ctx.identity.clone(), &ctx.request_id).await;
             return self.answer(session, ctx, reply).await;
         }
         let path_and_query = match &query {
             Some(q) => format!("{}?{q}", canonical.forward),
             None => canonical.forward.clone(),
         };
-        let protected = app.protected.is_protected(&canonical);
+        let protected = self.protected.is_protected(&canonical);
         ctx.route = if protected { "protected" } else { "public" };
         if ctx.identity.is_none() && protected {
             let reply = unauthenticated(app, navigation, &path_and_query);
@@ -367,7 +393,7 @@ impl ProxyHttp for AuthProxy {
         if let Some(jwt) = ctx
             .identity
             .as_ref()
-            .and_then(|id| self.app.identity_jwt.header_value(id, self.app.clock.now()))
+            .and_then(|id| self.auth.identity_jwt.header_value(id, self.auth.clock.now()))
         {
             up.insert_header(headers::IDENTITY_JWT, jwt)?;
         }
@@ -384,7 +410,7 @@ impl ProxyHttp for AuthProxy {
             .collect();
         if !cookies.is_empty() {
             while up.remove_header("cookie").is_some() {}
-            if let Some(kept) = self.app.cookies.strip_ours(&cookies.join("; ")) {
+            if let Some(kept) = self.auth.cookies.strip_ours(&cookies.join("; ")) {
                 up.insert_header("Cookie", kept)?;
             }
         }
@@ -414,7 +440,7 @@ impl ProxyHttp for AuthProxy {
         if let Some(v) = xff {
             up.insert_header("X-Forwarded-For", v)?;
         }
-        let public = &self.app.config.public_url;
+        let public = &self.auth.config.public_url;
         let proto = fwd.proto.unwrap_or_else(|| public.scheme().to_string());
         up.insert_header("X-Forwarded-Proto", proto)?;
         let host = fwd.host.or_else(|| {
@@ -441,7 +467,7 @@ impl ProxyHttp for AuthProxy {
         // Content-Length was checked up front; this catches chunked bodies.
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
-            if ctx.body_bytes > self.app.config.ops.max_request_body {
+            if ctx.body_bytes > self.auth.config.ops.max_request_body {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body over server.max_request_body");
             }
         }
@@ -455,7 +481,7 @@ impl ProxyHttp for AuthProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(t) = ctx.upstream_started {
-            self.app
+            self.auth
                 .metrics
                 .upstream(resp.status.as_u16(), t.elapsed().as_secs_f64());
         }
@@ -533,7 +559,7 @@ impl ProxyHttp for AuthProxy {
             session.response_written().map(|r| r.status.as_u16()).unwrap_or(0)
         };
         if ctx.counted {
-            self.app.metrics.request_finished(ctx.route, status);
+            self.auth.metrics.request_finished(ctx.route, status);
         }
         let user = ctx.identity.as_ref().map(|i| i.user_id.as_str()).unwrap_or("-");
         let ms = ctx.started.elapsed().as_millis() as u64;
@@ -541,7 +567,7 @@ impl ProxyHttp for AuthProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string());
-        match self.app.config.ops.log_format {
+        match self.auth.config.ops.log_format {
             LogFormat::Json => {
                 let line = json!({
                     "method": req.method.as_str(),
@@ -606,25 +632,20 @@ impl AuthProxy {
         Ok(reply.status)
     }
 
-    async fn session_identity(&self, session: &Session) -> Option<Arc<Identity>> {
-        let name = &self.app.cookies.session;
-        let values: Vec<String> = session
+    /// The request's session, if any (a session whose TikTok grant died no longer
+    /// authenticates anyone); an error when the store could not be asked.
+    async fn session_identity(&self, session: &Session) -> Result<Option<Arc<Identity>>, StoreError> {
+        let name = &self.auth.cookies.session;
+        let values = session
             .req_header()
             .headers
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(crate::cookies::pairs)
+            .flat_map(web::cookie_pairs)
             .filter(|(k, _)| k == name)
-            .take(crate::cookies::MAX_SESSION_COOKIES)
-            .map(|(_, v)| v.to_string())
-            .collect();
-        for v in values {
-            // A session whose TikTok grant died no longer authenticates anyone.
-            if let Some(id) = self.app.identity(&v).await.filter(|id| id.grant_error.is_none()) {
-                return Some(id);
-            }
-        }
-        None
+            .map(|(_, v)| v);
+        let (id, _) = self.auth.cookie_identity(values).await?;
+        Ok(id.filter(|id| id.grant_error.is_none()))
     }
 }

@@ -1,6 +1,6 @@
 //! The admin listener, on its own address (never through the proxy port):
-//! `GET /healthz` (the process is alive), `GET /readyz` (database writable, config loaded;
-//! 503 otherwise) and `GET /metrics` (Prometheus text).
+//! `GET /healthz` (the process is alive), `GET /readyz` (the database answers within
+//! `READY_DEADLINE`; 503 otherwise) and `GET /metrics` (Prometheus text).
 
 use std::sync::Arc;
 
@@ -10,35 +10,29 @@ use axum::response::IntoResponse;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::app::App;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How long readiness waits for the database: a probe must answer fast even when the
+/// database does not.
+pub const READY_DEADLINE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Serves the admin endpoints on a listener bound at start-up (so a bad address fails the
 /// start, not later).
 pub struct AdminService {
-    pub app: Arc<App>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
     pub listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, shutdown: ShutdownWatch) {
-        let app = self.app.clone();
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
         let router = axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-            .route(
-                "/readyz",
-                axum::routing::get({
-                    let app = app.clone();
-                    move || readyz(app.clone())
-                }),
-            )
-            .route(
-                "/metrics",
-                axum::routing::get({
-                    let app = app.clone();
-                    move || metrics(app.clone())
-                }),
-            );
+            .route("/readyz", axum::routing::get(move || readyz(store.clone())))
+            .route("/metrics", axum::routing::get(move || render(metrics.clone())));
         serve_bound(&self.listener, router, shutdown, "admin listener").await;
     }
 }
@@ -72,9 +66,8 @@ pub async fn serve_bound(
     }
 }
 
-async fn readyz(app: Arc<App>) -> impl IntoResponse {
-    let path = app.config.database.clone();
-    match app.store.run(move |s| s.ready(&path)).await {
+async fn readyz(store: Arc<dyn Store>) -> impl IntoResponse {
+    match store.ping(READY_DEADLINE).await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => {
             log::warn!("not ready: {e}");
@@ -83,12 +76,12 @@ async fn readyz(app: Arc<App>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(app: Arc<App>) -> impl IntoResponse {
+async fn render(metrics: Arc<Metrics>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render(),
+        metrics.render(),
     )
 }

@@ -244,6 +244,7 @@ mod tests {
     fn user(name: Option<&str>) -> Identity {
         Identity {
             user_id: "9f2c4e0b7a1d4c3e8f6a5b2d1c0e9f87".into(),
+            session_id: "5e5510a1d0000000000000000000000a".into(),
             open_id: "-000abcDEF123".into(),
             display_name: name.map(String::from),
             username: None,
@@ -252,6 +253,7 @@ mod tests {
             videos: 0,
             streak: 0,
             nini_score: 0,
+            follower_count: None,
             session_expires: 2_000_000_000,
             grant_error: None,
         }
@@ -456,7 +458,7 @@ mod tests {
 
     #[test]
     fn new_reads_issuer_audience_and_ttl_from_the_config() {
-        let mut raw = crate::demo::raw_config(
+        let mut raw = crate::cli::demo::raw_config(
             "127.0.0.1:4180".parse().expect("addr"),
             "http://127.0.0.1:1",
             "127.0.0.1:3000".parse().expect("addr"),

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
-use crate::pages::escape;
+use crate::auth::pages::escape;
 
 /// Serves the demo app on `listener` until the returned handle is aborted.
 pub async fn serve_app(
@@ -241,7 +241,7 @@ pub fn run(listen: SocketAddr) -> Result<(), String> {
     let env = std::collections::HashMap::<String, String>::new();
     let config = crate::config::validate(raw, &env, crate::config::SecretsPolicy::Generate)
         .map_err(|e| format!("demo config invalid:\n{}", e.report()))?;
-    let (server, _app) = crate::server::build(config, crate::server::Mode::Embedded).map_err(|e| e.to_string())?;
+    let (server, _app) = crate::ops::build(config, crate::ops::Mode::Embedded).map_err(|e| e.to_string())?;
     println!();
     println!("  nini-auth demo is running.");
     println!();
@@ -260,7 +260,7 @@ pub fn run(listen: SocketAddr) -> Result<(), String> {
     println!();
     println!("  Stop with Ctrl-C.");
     println!();
-    crate::server::run(server);
+    crate::ops::run(server);
     mock.shutdown();
     drop(rt);
     Ok(())

@@ -1,5 +1,6 @@
-//! Assembles the pingora server from our `Config` (pingora never sees argv or YAML), runs it
-//! until SIGINT/SIGTERM, and runs it in a thread for tests and `demo`.
+//! Assembles the pingora server from our `Config` (pingora never sees argv or YAML): opens
+//! the store, builds the auth state and the proxy, adds the listeners and background
+//! services; runs it until SIGINT/SIGTERM, or in a thread for tests and `demo`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +13,49 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 
-use crate::app::{App, StartError};
+use crate::auth::Auth;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::AuthProxy;
+use crate::store::{Invalidation, InvalidationSink, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the TikTok HTTP client")]
+    TikTok(#[from] crate::tiktok::TikTokError),
+}
+
+/// Runs a future to completion on a runtime of its own, on a thread of its own, so it works
+/// whether or not the caller is inside a runtime (start-up, tests, the CLI).
+pub fn block_on_fresh<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // Building a current-thread runtime fails only when the OS refuses threads or fds.
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime");
+                rt.block_on(f)
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
 
 /// How the server will be run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +67,13 @@ pub enum Mode {
     Embedded,
 }
 
-/// Builds the server and the shared app state. Nothing listens until `run`.
-pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<App>), StartError> {
-    let app = Arc::new(App::new(config)?);
+/// Builds the server and the shared auth state. Nothing listens until `run`.
+pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<Auth>), StartError> {
+    let config = Arc::new(config);
+    let store = block_on_fresh(crate::store::open(&config.storage, config.keys.clone()))?;
+    log::info!("store: {} ({})", store.backend(), config.storage.database);
+    let metrics = Arc::new(Metrics::new());
+    let app = Arc::new(Auth::new(config, store, metrics)?);
     let cfg = &app.config;
     // pingora counts whole seconds: round up so "1500ms" means 2 s, never less.
     let drain_secs = cfg.shutdown_timeout.as_millis().div_ceil(1000).max(1) as u64;
@@ -65,15 +110,16 @@ pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<App>), StartErro
         None => None,
     };
     let mut proxy = http_proxy_service(&server.configuration, AuthProxy::new(app.clone()));
-    let certs = crate::tls::add_proxy_listener(&mut proxy, cfg)?;
+    let certs = super::tls::add_proxy_listener(&mut proxy, cfg)?;
     server.add_service(proxy);
     // TLS certificate reload (file changes, SIGHUP) and the optional HTTP -> HTTPS redirect listener.
-    server.add_services(crate::tls::services(cfg, mode, certs)?);
+    server.add_services(super::tls::services(cfg, mode, certs)?);
     if let Some(listener) = admin {
         server.add_service(background_service(
             "admin",
-            crate::admin::AdminService {
-                app: app.clone(),
+            super::admin::AdminService {
+                store: app.store.clone(),
+                metrics: app.metrics.clone(),
                 listener: std::sync::Mutex::new(Some(listener)),
             },
         ));
@@ -95,44 +141,92 @@ pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<App>), StartErro
     ));
     server.add_service(background_service(
         "cache invalidations",
-        Invalidations {
-            app: app.clone(),
-            every: Duration::from_millis(500),
-        },
+        Invalidations { app: app.clone() },
+    ));
+    server.add_service(background_service(
+        "session activity",
+        ActivityFlusher { app: app.clone() },
     ));
     server.add_service(background_service(
         "tiktok data sync",
-        crate::sync::BackgroundSync { app: app.clone() },
+        BackgroundSync { app: app.clone() },
     ));
     Ok((server, app))
 }
 
-/// Follows the store's invalidation log, so a sign-out, a dead grant or a token refresh in
-/// another process sharing the database reaches this process's caches within a second. A
-/// read every half second, off the request path.
+/// Runs the TikTok data sync's background job (see `SyncService::run_background`).
+struct BackgroundSync {
+    app: Arc<Auth>,
+}
+
+#[async_trait]
+impl BackgroundService for BackgroundSync {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.app.sync.run_background(shutdown).await;
+    }
+}
+
+/// Writes the sessions' last activity (noted at most once a minute per session on the hot
+/// path) to the store in one batch a minute, so the hot path itself never writes.
+struct ActivityFlusher {
+    app: Arc<Auth>,
+}
+
+#[async_trait]
+impl BackgroundService for ActivityFlusher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
+            }
+            let batch = self.app.activity.take_sessions();
+            if batch.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.app.store.touch_sessions(&batch).await {
+                log::warn!("recording session activity failed (kept for the next try): {e}");
+                self.app.activity.restore_sessions(batch);
+            }
+        }
+    }
+}
+
+/// Follows the invalidations every process records (`Store::follow_invalidations`) and
+/// drops what this process cached: a sign-out, revocation, dead grant or token refresh on
+/// any replica reaches this one's caches within a second.
 struct Invalidations {
-    app: Arc<App>,
-    every: Duration,
+    app: Arc<Auth>,
 }
 
 #[async_trait]
 impl BackgroundService for Invalidations {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut seen = match self.app.store.run(|s| s.invalidation_head()).await {
-            Ok(h) => h,
-            Err(e) => {
-                log::warn!("cannot read the invalidation log: {e}");
-                0
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let app = self.app.clone();
+        let sink: InvalidationSink = Arc::new(move |inv: &Invalidation| {
+            if let Some(u) = &inv.user_id {
+                app.sessions.remove_user(u);
+                app.tokens.forget(u);
             }
-        };
-        let mut tick = tokio::time::interval(self.every);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = tick.tick() => seen = self.app.apply_invalidations(seen).await,
+            if let Some(key) = inv.session_hash.as_deref().and_then(hex32) {
+                app.sessions.remove(&key);
             }
-        }
+        });
+        self.app.store.follow_invalidations(sink, shutdown).await;
     }
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 struct IgnoreSighup;
@@ -158,7 +252,7 @@ impl BackgroundService for IgnoreSighup {
 /// bounded by pingora's grace period, then exits: pingora would otherwise sleep the whole
 /// grace period even when idle.
 struct Drain {
-    app: Arc<App>,
+    app: Arc<Auth>,
 }
 
 #[async_trait]
@@ -179,10 +273,10 @@ impl BackgroundService for Drain {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Every change is already committed (WAL, synchronous=FULL); fold the WAL back into
-        // the main file so a backup of the .db alone is complete.
-        if let Err(e) = self.app.store.run(|s| s.checkpoint()).await {
-            log::warn!("shutdown: WAL checkpoint failed: {e}");
+        // Every change is already committed; the store tidies up (SQLite folds its WAL back
+        // so a backup of the .db alone is complete, PostgreSQL closes its pool).
+        if let Err(e) = self.app.store.close().await {
+            log::warn!("shutdown: closing the store failed: {e}");
         }
         log::info!("nini-auth stopped");
         log::logger().flush();
@@ -190,9 +284,9 @@ impl BackgroundService for Drain {
     }
 }
 
-/// Deletes expired sessions and login states once a minute.
+/// Deletes expired sessions and used-state records once a minute.
 struct Purger {
-    app: Arc<App>,
+    app: Arc<Auth>,
     every: Duration,
 }
 
@@ -205,12 +299,12 @@ impl BackgroundService for Purger {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {
                     let now = self.app.clock.now();
-                    match self.app.store.run(move |s| s.purge_expired(now)).await {
-                        Ok(0) => {}
-                        Ok(n) => log::debug!("purged {n} expired session/login rows"),
+                    match self.app.store.purge_expired(now).await {
+                        Ok(p) if p.sessions + p.states == 0 => {}
+                        Ok(p) => log::debug!("purged {} expired sessions, {} used states", p.sessions, p.states),
                         Err(e) => log::warn!("purge failed: {e}"),
                     }
-                    if let Ok(n) = self.app.store.run(move |s| s.count_sessions(now)).await {
+                    if let Ok(n) = self.app.store.count_sessions(now).await {
                         self.app.metrics.active_sessions.set(n);
                     }
                 }
@@ -261,7 +355,7 @@ impl ShutdownSignalWatch for NotifyShutdown {
 /// A sidecar running in a background thread (tests, `demo`).
 pub struct Running {
     pub addr: SocketAddr,
-    pub app: Arc<App>,
+    pub auth: Arc<Auth>,
     stop: Arc<tokio::sync::Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -270,7 +364,7 @@ impl Running {
     /// Starts the sidecar and waits (bounded) until its port accepts connections.
     pub fn start(config: Config) -> Result<Running, String> {
         let addr = config.listen;
-        let (server, app) = build(config, Mode::Embedded).map_err(|e| e.to_string())?;
+        let (server, auth) = build(config, Mode::Embedded).map_err(|e| crate::auth::error::chain(&e))?;
         let stop = Arc::new(tokio::sync::Notify::new());
         let stop2 = stop.clone();
         // RunArgs is not Send, so it is made inside the thread; pingora builds its own
@@ -292,7 +386,7 @@ impl Running {
         }
         Ok(Running {
             addr,
-            app,
+            auth,
             stop,
             thread: Some(thread),
         })

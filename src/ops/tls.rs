@@ -30,10 +30,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::app::StartError;
+use super::server::{Mode, StartError};
 use crate::config::{Config, CALLBACK_PATH};
 use crate::proxy::AuthProxy;
-use crate::server::Mode;
 
 /// How often the certificate files' metadata is checked. A stat of two files is cheap, and
 /// a renewed certificate is usually days ahead of the old one's expiry, so seconds are plenty.
@@ -334,7 +333,7 @@ impl BackgroundService for RedirectListener {
             async move { redirect(&origin, &uri) }
         });
         let what = format!("redirect listener on {}", self.addr);
-        crate::admin::serve_bound(&self.listener, router, shutdown, &what).await;
+        super::admin::serve_bound(&self.listener, router, shutdown, &what).await;
     }
 }
 
@@ -504,7 +503,7 @@ pub fn dev_cert_command(out: &Path, hosts: &[String]) -> ExitCode {
         Ok(dc) => dc,
         Err(e @ DevCertError::Usage(_)) => {
             eprintln!("dev-cert: {e}");
-            return ExitCode::from(crate::cli::EXIT_CONFIG);
+            return ExitCode::from(crate::config::EXIT_CONFIG);
         }
         Err(e) => {
             eprintln!("dev-cert: {e}");

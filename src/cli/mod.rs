@@ -1,5 +1,12 @@
-//! The command line: `run` (default), `check`, `keygen`, `demo`, `mock-tiktok`. Maps every
-//! outcome to an exit code: 0 ok, 64 bad configuration or usage, 1 failure at run time.
+//! The command line: `run` (default), `check`, `keygen`, `dev-cert`, the operator commands
+//! (`admin`), `migrate-store` (`migrate`), and with the `demo` feature `demo` and
+//! `mock-tiktok` (`demo`). Maps every outcome to an exit code: 0 ok, 64 bad configuration or
+//! usage, 1 failure at run time.
+
+pub mod admin;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod migrate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,10 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, LogFormat, ProcessEnv};
-
-/// EX_USAGE from sysexits.h: the operator has something to fix.
-pub const EXIT_CONFIG: u8 = 64;
+use crate::config::{self, LogFormat, ProcessEnv, EXIT_CONFIG};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,12 +40,14 @@ pub enum Command {
     /// Print a fresh random 32-byte key, base64, for `secrets.encryption_keys`.
     Keygen,
     /// Run sidecar + mock TikTok + demo app on localhost; no TikTok account needed.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the sidecar listens (the URL to open).
         #[arg(long, default_value = "127.0.0.1:4180")]
         listen: SocketAddr,
     },
     /// Run only the mock TikTok (OAuth + Display API), for frontend work without credentials.
+    #[cfg(feature = "demo")]
     MockTiktok {
         #[arg(long, default_value = "127.0.0.1:4181")]
         listen: SocketAddr,
@@ -62,20 +68,24 @@ pub enum Command {
     /// Inspect users on the configured database: `users list`, `users show ID_OR_OPEN_ID`.
     Users {
         #[command(subcommand)]
-        command: crate::admin_cli::UsersCommand,
+        command: admin::UsersCommand,
     },
     /// Inspect and revoke sessions: `sessions list [--user ID]`, `sessions revoke --user ID | --all`.
     Sessions {
         #[command(subcommand)]
-        command: crate::admin_cli::SessionsCommand,
+        command: admin::SessionsCommand,
     },
     /// Encryption keys: `keys rotate` re-encrypts every stored token under the first key.
     Keys {
         #[command(subcommand)]
-        command: crate::admin_cli::KeysCommand,
+        command: admin::KeysCommand,
     },
-    /// Delete expired sessions and login states now.
-    Purge(crate::admin_cli::PurgeArgs),
+    /// Delete expired sessions and used sign-in states now.
+    Purge(admin::PurgeArgs),
+    /// Copy a deployment's users, sessions and videos from one database to another (e.g.
+    /// `--from sqlite:/data/nini-auth.db --to postgres://…`). Idempotent: run it again to
+    /// copy what changed meanwhile. Tokens are copied sealed; no key is needed.
+    MigrateStore(migrate::MigrateArgs),
 }
 
 /// Logs go to stderr. `text`: one human line per record. `json`: one JSON object per line
@@ -143,23 +153,22 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo { listen } => match crate::demo::run(listen) {
+        #[cfg(feature = "demo")]
+        Command::Demo { listen } => match demo::run(listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("demo failed: {e}");
                 ExitCode::FAILURE
             }
         },
+        #[cfg(feature = "demo")]
         Command::MockTiktok { listen, redirect_uris } => mock_tiktok(listen, redirect_uris),
-        Command::DevCert { out, hosts } => crate::tls::dev_cert_command(&out, &hosts),
-        Command::Users { command } => {
-            load(&cli.config).map_or_else(|c| c, |cfg| crate::admin_cli::users(&cfg, command))
-        }
-        Command::Sessions { command } => {
-            load(&cli.config).map_or_else(|c| c, |cfg| crate::admin_cli::sessions(&cfg, command))
-        }
-        Command::Keys { command } => load(&cli.config).map_or_else(|c| c, |cfg| crate::admin_cli::keys(&cfg, command)),
-        Command::Purge(args) => load(&cli.config).map_or_else(|c| c, |cfg| crate::admin_cli::purge(&cfg, args)),
+        Command::DevCert { out, hosts } => crate::ops::tls::dev_cert_command(&out, &hosts),
+        Command::Users { command } => load(&cli.config).map_or_else(|c| c, |cfg| admin::users(&cfg, command)),
+        Command::Sessions { command } => load(&cli.config).map_or_else(|c| c, |cfg| admin::sessions(&cfg, command)),
+        Command::Keys { command } => load(&cli.config).map_or_else(|c| c, |cfg| admin::keys(&cfg, command)),
+        Command::Purge(args) => load(&cli.config).map_or_else(|c| c, |cfg| admin::purge(&cfg, args)),
+        Command::MigrateStore(args) => migrate::run(&args),
     }
 }
 
@@ -200,19 +209,20 @@ fn run(path: &std::path::Path) -> ExitCode {
     let listen = cfg.listen;
     let upstream = cfg.upstream.url.clone();
     let public = cfg.public_url.clone();
-    let (server, _app) = match crate::server::build(cfg, crate::server::Mode::Process) {
+    let (server, _auth) = match crate::ops::build(cfg, crate::ops::Mode::Process) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("cannot start: {e}");
+            eprintln!("cannot start: {}", crate::auth::error::chain(&e));
             return ExitCode::FAILURE;
         }
     };
     log::info!("nini-auth listening on {listen} (public URL {public}), forwarding to {upstream}");
-    crate::server::run(server);
+    crate::ops::run(server);
     log::info!("nini-auth stopped");
     ExitCode::SUCCESS
 }
 
+#[cfg(feature = "demo")]
 fn mock_tiktok(listen: SocketAddr, mut redirect_uris: Vec<String>) -> ExitCode {
     if redirect_uris.is_empty() {
         redirect_uris = vec![

@@ -133,6 +133,10 @@ pub fn error_message(lang: Lang, code: &str) -> &'static str {
         (Lang::En, "MissingCSRF") => "The form expired. Reload the page and try again.",
         (Lang::Es, "TikTokUnavailable") => "TikTok no respondió a tiempo. Inténtalo de nuevo en unos minutos.",
         (Lang::En, "TikTokUnavailable") => "TikTok did not answer in time. Please try again in a few minutes.",
+        (Lang::Es, "Unavailable") => {
+            "El servicio no está disponible en este momento. Inténtalo de nuevo en unos segundos."
+        }
+        (Lang::En, "Unavailable") => "The service is unavailable right now. Please try again in a few seconds.",
         (Lang::Es, "SessionRequired") => "Inicia sesión para ver esta página.",
         (Lang::En, "SessionRequired") => "Please sign in to see this page.",
         (Lang::Es, "RefreshAccessTokenError") => "Tu sesión de TikTok caducó. Vuelve a iniciar sesión.",

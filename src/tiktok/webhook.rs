@@ -3,12 +3,18 @@
 //! minutes) and, on `authorization.removed`, forgets the user's tokens and ends their
 //! sessions. Format from TikTok's "Webhooks" and "Webhook Events" documentation.
 
+use std::sync::Arc;
+
 use ring::hmac;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::App;
+use crate::clock::Clock;
+use crate::config::Secret;
 use crate::crypto;
+use crate::store::cache::SessionCache;
+use crate::store::Store;
+use crate::tiktok::tokens::TokenManager;
 use crate::web::{Reply, Request};
 
 /// How old a signed delivery may be: replayed captures are refused after this.
@@ -54,41 +60,52 @@ pub fn sign(body: &[u8], secret: &str, t: i64) -> String {
     format!("t={t},s={}", crypto::hex(hmac::sign(&key, &msg).as_ref()))
 }
 
-pub async fn tiktok(app: &App, req: &Request) -> Reply {
-    let now = app.clock.now();
-    let header = req.header("tiktok-signature").unwrap_or("");
-    if !signature_ok(header, &req.body, app.config.tiktok.client_secret.expose(), now) {
-        log::warn!(
-            "webhook refused: bad or stale TikTok-Signature request_id={}",
-            req.request_id
-        );
-        return Reply::json(401, &json!({ "error": "invalid_signature" }));
-    }
-    let event: Event = match serde_json::from_slice(&req.body) {
-        Ok(e) => e,
-        Err(_) => return Reply::json(400, &json!({ "error": "invalid_payload" })),
-    };
-    if !crypto::ct_eq(event.client_key.as_bytes(), app.config.tiktok.client_key.as_bytes()) {
-        return Reply::json(400, &json!({ "error": "wrong_client_key" }));
-    }
-    if event.event != "authorization.removed" {
-        // Other events (video.*, portability.*) are not ours; acknowledge so TikTok stops.
-        return Reply::json(200, &json!({ "ok": true, "ignored": event.event }));
-    }
-    let open_id = event.user_openid.clone();
-    match app.store.run(move |s| s.authorization_removed(&open_id, now)).await {
-        Ok(Some((user_id, sessions))) => {
-            app.sessions.remove_user(&user_id);
-            app.tokens.forget(&user_id);
-            log::info!("TikTok authorization removed: user {user_id}, {sessions} session(s) ended");
-            Reply::json(200, &json!({ "ok": true }))
+/// What the webhook needs: the app's credentials and the handles it changes.
+pub struct Webhook {
+    pub client_key: String,
+    pub client_secret: Secret,
+    pub store: Arc<dyn Store>,
+    pub sessions: Arc<SessionCache>,
+    pub tokens: Arc<TokenManager>,
+    pub clock: Clock,
+}
+
+impl Webhook {
+    pub async fn handle(&self, req: &Request) -> Reply {
+        let now = self.clock.now();
+        let header = req.header("tiktok-signature").unwrap_or("");
+        if !signature_ok(header, &req.body, self.client_secret.expose(), now) {
+            log::warn!(
+                "webhook refused: bad or stale TikTok-Signature request_id={}",
+                req.request_id
+            );
+            return Reply::json(401, &json!({ "error": "invalid_signature" }));
         }
-        // Unknown user (or already removed): deliveries repeat, the answer stays 200.
-        Ok(None) => Reply::json(200, &json!({ "ok": true })),
-        Err(e) => {
-            // 5xx makes TikTok retry the delivery later (it retries for 72 h).
-            log::error!("webhook: {e} request_id={}", req.request_id);
-            Reply::json(500, &json!({ "error": "internal", "requestId": req.request_id }))
+        let event: Event = match serde_json::from_slice(&req.body) {
+            Ok(e) => e,
+            Err(_) => return Reply::json(400, &json!({ "error": "invalid_payload" })),
+        };
+        if !crypto::ct_eq(event.client_key.as_bytes(), self.client_key.as_bytes()) {
+            return Reply::json(400, &json!({ "error": "wrong_client_key" }));
+        }
+        if event.event != "authorization.removed" {
+            // Other events (video.*, portability.*) are not ours; acknowledge so TikTok stops.
+            return Reply::json(200, &json!({ "ok": true, "ignored": event.event }));
+        }
+        match self.store.authorization_removed(&event.user_openid, now).await {
+            Ok(Some((user_id, sessions))) => {
+                self.sessions.remove_user(&user_id);
+                self.tokens.forget(&user_id);
+                log::info!("TikTok authorization removed: user {user_id}, {sessions} session(s) ended");
+                Reply::json(200, &json!({ "ok": true }))
+            }
+            // Unknown user (or already removed): deliveries repeat, the answer stays 200.
+            Ok(None) => Reply::json(200, &json!({ "ok": true })),
+            Err(e) => {
+                // 5xx makes TikTok retry the delivery later (it retries for 72 h).
+                log::error!("webhook: {e} request_id={}", req.request_id);
+                Reply::json(503, &json!({ "error": "unavailable", "requestId": req.request_id }))
+            }
         }
     }
 }

@@ -61,7 +61,7 @@ impl AuthError {
                 }
                 _ => "TikTokUnavailable",
             },
-            AuthError::Store(StoreError::TooManyPending) => "OAuthSignin",
+            AuthError::Store(e) if e.is_unavailable() => "Unavailable",
             AuthError::Store(_) | AuthError::Crypto(_) => "Configuration",
         }
     }
@@ -79,7 +79,7 @@ impl AuthError {
             // invalid_client & co: our credentials or redirect URI are wrong, not TikTok down.
             AuthError::TikTok(_) if self.code() == "Configuration" => 500,
             AuthError::TikTok(_) => 502,
-            AuthError::Store(StoreError::TooManyPending) => 503,
+            AuthError::Store(e) if e.is_unavailable() => 503,
             AuthError::Store(_) | AuthError::Crypto(_) => 500,
         }
     }
@@ -101,6 +101,7 @@ impl AuthError {
             AuthError::TikTok(TikTokError::Timeout(_)) => "tiktok_timeout",
             AuthError::TikTok(TikTokError::OAuth { .. }) => "tiktok_oauth_error",
             AuthError::TikTok(_) => "tiktok_unavailable",
+            AuthError::Store(e) if e.is_unavailable() => "store_unavailable",
             AuthError::Store(_) | AuthError::Crypto(_) => "internal",
         }
     }

@@ -3,17 +3,17 @@
 //! default, one JSON document with `--json`. Exit codes follow `cli`: 0 ok, 64 bad config or
 //! usage (clap and `cli::load` handle those), 1 failure. No command ever prints a token.
 
-use std::error::Error as _;
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{ArgGroup, Args, Subcommand};
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::store::admin::{AdminSession, AdminUser, RevokeScope};
-use crate::store::{Store, StoreError};
+use crate::config::{Config, Database};
+use crate::ops::block_on_fresh;
+use crate::store::{AdminSession, AdminUser, RevokeScope, Store, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
@@ -86,22 +86,26 @@ pub struct PurgeArgs {
 }
 
 pub fn users(cfg: &Config, cmd: UsersCommand) -> ExitCode {
-    let (store, now) = match open(cfg) {
+    block_on_fresh(users_async(cfg, cmd))
+}
+
+async fn users_async(cfg: &Config, cmd: UsersCommand) -> ExitCode {
+    let (store, now) = match open(cfg).await {
         Ok(s) => s,
         Err(code) => return code,
     };
     match cmd {
-        UsersCommand::List { limit, json } => match store.admin_users(limit, now) {
+        UsersCommand::List { limit, json } => match store.admin_users(limit, now).await {
             Ok(users) if json => emit_json(&users),
             Ok(users) => emit(&users_table(&users)),
             Err(e) => fail("listing users", &e),
         },
         UsersCommand::Show { user, json } => {
-            let u = match find_user(&store, &user, now) {
+            let u = match find_user(&*store, &user, now).await {
                 Ok(u) => u,
                 Err(code) => return code,
             };
-            let sessions = match store.admin_sessions(Some(&u.id), now) {
+            let sessions = match store.admin_sessions(Some(&u.id), now).await {
                 Ok(s) => s,
                 Err(e) => return fail("listing sessions", &e),
             };
@@ -118,20 +122,24 @@ pub fn users(cfg: &Config, cmd: UsersCommand) -> ExitCode {
 }
 
 pub fn sessions(cfg: &Config, cmd: SessionsCommand) -> ExitCode {
-    let (store, now) = match open(cfg) {
+    block_on_fresh(sessions_async(cfg, cmd))
+}
+
+async fn sessions_async(cfg: &Config, cmd: SessionsCommand) -> ExitCode {
+    let (store, now) = match open(cfg).await {
         Ok(s) => s,
         Err(code) => return code,
     };
     match cmd {
         SessionsCommand::List { user, json } => {
             let user_id = match user {
-                Some(u) => match find_user(&store, &u, now) {
+                Some(u) => match find_user(&*store, &u, now).await {
                     Ok(u) => Some(u.id),
                     Err(code) => return code,
                 },
                 None => None,
             };
-            match store.admin_sessions(user_id.as_deref(), now) {
+            match store.admin_sessions(user_id.as_deref(), now).await {
                 Ok(s) if json => emit_json(&s),
                 Ok(s) => emit(&sessions_table(&s, true)),
                 Err(e) => fail("listing sessions", &e),
@@ -139,7 +147,7 @@ pub fn sessions(cfg: &Config, cmd: SessionsCommand) -> ExitCode {
         }
         SessionsCommand::Revoke(args) => {
             let user_id = match &args.user {
-                Some(u) => match find_user(&store, u, now) {
+                Some(u) => match find_user(&*store, u, now).await {
                     Ok(u) => Some(u.id),
                     Err(code) => return code,
                 },
@@ -151,10 +159,10 @@ pub fn sessions(cfg: &Config, cmd: SessionsCommand) -> ExitCode {
                 // clap's required, exclusive group makes this unreachable; still a usage error.
                 _ => {
                     eprintln!("give exactly one of --user ID or --all");
-                    return ExitCode::from(crate::cli::EXIT_CONFIG);
+                    return ExitCode::from(crate::config::EXIT_CONFIG);
                 }
             };
-            match store.revoke_sessions(scope, now) {
+            match store.revoke_sessions(scope, now).await {
                 Ok(r) if args.json => emit_json(&RevokedJson {
                     revoked: r.sessions,
                     users: r.users,
@@ -171,26 +179,22 @@ pub fn sessions(cfg: &Config, cmd: SessionsCommand) -> ExitCode {
 }
 
 pub fn keys(cfg: &Config, cmd: KeysCommand) -> ExitCode {
+    block_on_fresh(keys_async(cfg, cmd))
+}
+
+async fn keys_async(cfg: &Config, cmd: KeysCommand) -> ExitCode {
     let KeysCommand::Rotate { json } = cmd;
-    let (store, _) = match open(cfg) {
+    let (store, _) = match open(cfg).await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let report = match store.rotate_keys() {
+    let report = match store.rotate_keys().await {
         Ok(r) => r,
         Err(e) => return fail("rotating keys", &e),
     };
     let printed = if json {
         emit_json(&report)
     } else {
-        let row = |what: &str, c: &crate::store::admin::RotateCounts| {
-            vec![
-                what.to_string(),
-                c.reencrypted.to_string(),
-                c.current.to_string(),
-                c.unreadable.to_string(),
-            ]
-        };
         let mut out = format!(
             "primary key {} (ring: {})\n\n",
             report.primary_key_id,
@@ -198,7 +202,12 @@ pub fn keys(cfg: &Config, cmd: KeysCommand) -> ExitCode {
         );
         out.push_str(&table(
             &["ROWS", "RE-ENCRYPTED", "ALREADY CURRENT", "UNREADABLE"],
-            &[row("users", &report.users), row("login states", &report.login_states)],
+            &[vec![
+                "users".to_string(),
+                report.reencrypted.to_string(),
+                report.current.to_string(),
+                report.unreadable.to_string(),
+            ]],
         ));
         if !report.unreadable_user_ids.is_empty() {
             out.push_str(&format!(
@@ -208,12 +217,12 @@ pub fn keys(cfg: &Config, cmd: KeysCommand) -> ExitCode {
         }
         emit(&out)
     };
-    if report.unreadable() > 0 {
+    if report.unreadable > 0 {
         // Those rows were sealed with a key that is no longer in the ring: put it back (after
         // the new primary) and run again, or let the users sign in again.
         eprintln!(
             "{} row(s) cannot be opened with any configured key and were left unchanged",
-            report.unreadable()
+            report.unreadable
         );
         return ExitCode::FAILURE;
     }
@@ -221,15 +230,19 @@ pub fn keys(cfg: &Config, cmd: KeysCommand) -> ExitCode {
 }
 
 pub fn purge(cfg: &Config, args: PurgeArgs) -> ExitCode {
-    let (store, now) = match open(cfg) {
+    block_on_fresh(purge_async(cfg, args))
+}
+
+async fn purge_async(cfg: &Config, args: PurgeArgs) -> ExitCode {
+    let (store, now) = match open(cfg).await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match store.admin_purge(now) {
+    match store.purge_expired(now).await {
         Ok(p) if args.json => emit_json(&p),
         Ok(p) => emit(&format!(
-            "purged {} expired session(s) and {} expired login state(s) ({} row(s) removed)\n",
-            p.sessions, p.login_states, p.removed
+            "purged {} expired session(s) and {} expired sign-in state record(s)\n",
+            p.sessions, p.states
         )),
         Err(e) => fail("purging", &e),
     }
@@ -263,12 +276,16 @@ fn positive(s: &str) -> Result<usize, String> {
 
 /// Opens the configured database, refusing to create one: an admin command pointed at a
 /// mistyped path should fail, not report an empty new database.
-fn open(cfg: &Config) -> Result<(Store, i64), ExitCode> {
-    if !cfg.database.is_file() {
-        eprintln!("database {} does not exist", cfg.database.display());
-        return Err(ExitCode::FAILURE);
+async fn open(cfg: &Config) -> Result<(Arc<dyn Store>, i64), ExitCode> {
+    if let Database::Sqlite(path) = &cfg.storage.database {
+        if !path.is_file() {
+            eprintln!("database {} does not exist", path.display());
+            return Err(ExitCode::FAILURE);
+        }
     }
-    let store = Store::open(&cfg.database, cfg.keys.clone()).map_err(|e| fail("opening the database", &e))?;
+    let store = crate::store::open(&cfg.storage, cfg.keys.clone())
+        .await
+        .map_err(|e| fail("opening the database", &e))?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -276,8 +293,8 @@ fn open(cfg: &Config) -> Result<(Store, i64), ExitCode> {
     Ok((store, now))
 }
 
-fn find_user(store: &Store, id_or_open_id: &str, now: i64) -> Result<AdminUser, ExitCode> {
-    match store.admin_user(id_or_open_id, now) {
+async fn find_user(store: &dyn Store, id_or_open_id: &str, now: i64) -> Result<AdminUser, ExitCode> {
+    match store.admin_user(id_or_open_id, now).await {
         Ok(Some(u)) => Ok(u),
         Ok(None) => {
             eprintln!("no user with id or open_id {:?}", clean(id_or_open_id));
@@ -287,16 +304,10 @@ fn find_user(store: &Store, id_or_open_id: &str, now: i64) -> Result<AdminUser, 
     }
 }
 
-/// Prints the error with its causes: `StoreError`'s own message hides the SQLite detail an
-/// operator needs (locked, read-only, corrupt).
-fn fail(what: &str, e: &StoreError) -> ExitCode {
-    let mut msg = format!("{what} failed: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    eprintln!("{msg}");
+/// Prints the error with its causes: `StoreError`'s own message hides the database detail
+/// an operator needs (locked, read-only, corrupt, refused).
+pub(crate) fn fail(what: &str, e: &StoreError) -> ExitCode {
+    eprintln!("{what} failed: {}", crate::auth::error::chain(e));
     ExitCode::FAILURE
 }
 

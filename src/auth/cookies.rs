@@ -14,8 +14,11 @@ pub const MAX_SESSION_COOKIES: usize = 2;
 pub struct CookieNames {
     pub session: String,
     pub csrf: String,
-    /// Binds a sign-in's `state` to the browser that started it.
-    pub login: String,
+    /// Names of the sealed cookies that carry pending sign-ins start with this (one cookie
+    /// per sign-in in progress, named after its state).
+    pub state_prefix: String,
+    /// The login-binding cookie of earlier versions: still never forwarded upstream.
+    legacy_login: String,
     secure: bool,
 }
 
@@ -28,7 +31,8 @@ impl CookieNames {
         CookieNames {
             session: format!("{prefix}nini-auth.session"),
             csrf: format!("{prefix}nini-auth.csrf"),
-            login: format!("{prefix}nini-auth.login"),
+            state_prefix: format!("{prefix}nini-auth.state."),
+            legacy_login: format!("{prefix}nini-auth.login"),
             secure,
         }
     }
@@ -39,7 +43,7 @@ impl CookieNames {
 
     /// Is this one of ours (so it must not be forwarded upstream)?
     pub fn is_ours(&self, name: &str) -> bool {
-        name == self.session || name == self.csrf || name == self.login
+        name == self.session || name == self.csrf || name == self.legacy_login || name.starts_with(&self.state_prefix)
     }
 
     /// `Set-Cookie` value; `max_age` None = browser-session cookie.
@@ -82,18 +86,8 @@ impl CookieNames {
     }
 }
 
-/// Name/value pairs of one `Cookie` header; malformed parts are skipped, never a panic.
-pub fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
-    header.split(';').filter_map(|part| {
-        let (name, value) = part.split_once('=')?;
-        let name = name.trim();
-        if name.is_empty() {
-            return None;
-        }
-        let value = value.trim().trim_matches('"');
-        Some((name, value))
-    })
-}
+/// Name/value pairs of one `Cookie` header (see `web::cookie_pairs`).
+pub use crate::web::cookie_pairs as pairs;
 
 #[cfg(test)]
 mod tests {

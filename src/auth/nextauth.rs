@@ -1,0 +1,178 @@
+//! The next-auth REST surface `next-auth/react` speaks (`session`, `csrf`, `providers`,
+//! `error`) and the sign-in / sign-out pages (es/en) that post to the flow.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+
+use super::{callback_target, csrf, error_reply, lang, pages, unavailable, with_cookie, Auth, BASE};
+use crate::store::Identity;
+use crate::tiktok::tokens::{TokenError, REFRESH_ERROR};
+use crate::web::{Reply, Request};
+
+/// The page's own path and query without `lang`, for the language switch links.
+fn self_path(req: &Request) -> String {
+    let keep: Vec<(String, String)> = req.query_pairs().into_iter().filter(|(k, _)| k != "lang").collect();
+    if keep.is_empty() {
+        req.path.clone()
+    } else {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(keep)
+            .finish();
+        format!("{}?{q}", req.path)
+    }
+}
+
+pub fn signin_page(auth: &Auth, req: &Request) -> Reply {
+    let (token, cookie) = match csrf::token(auth, req) {
+        Ok(t) => t,
+        Err(e) => return error_reply(auth, req, &e),
+    };
+    let target = callback_target(auth, req.query_one("callbackUrl").or_else(|| req.query_one("rd")));
+    let error = req.query_one("error").filter(|e| is_error_code(e));
+    let html = pages::signin(
+        lang(req),
+        &format!("{BASE}/signin/tiktok"),
+        &token,
+        &target,
+        error.as_deref(),
+        &self_path(req),
+    );
+    with_cookie(Reply::html(200, html), cookie)
+}
+
+pub fn signout_page(auth: &Auth, req: &Request) -> Reply {
+    let (token, cookie) = match csrf::token(auth, req) {
+        Ok(t) => t,
+        Err(e) => return error_reply(auth, req, &e),
+    };
+    let target = callback_target(auth, req.query_one("callbackUrl").or_else(|| req.query_one("rd")));
+    let html = pages::signout(
+        lang(req),
+        &format!("{BASE}/signout"),
+        &token,
+        &target,
+        &auth.url("/"),
+        &self_path(req),
+    );
+    with_cookie(Reply::html(200, html), cookie)
+}
+
+fn is_error_code(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+pub fn error_page(auth: &Auth, req: &Request) -> Reply {
+    let code = req
+        .query_one("error")
+        .filter(|e| is_error_code(e))
+        .unwrap_or_else(|| "Default".into());
+    // next-auth's statuses for its error page.
+    let status = match code.as_str() {
+        "Configuration" => 500,
+        "AccessDenied" | "Verification" => 403,
+        _ => 200,
+    };
+    let html = pages::error(
+        lang(req),
+        &code,
+        &req.request_id,
+        &auth.url(&format!("{BASE}/signin")),
+        &auth.url("/"),
+    );
+    Reply::html(status, html)
+}
+
+pub fn providers(auth: &Auth) -> Reply {
+    Reply::json(
+        200,
+        &json!({
+            "tiktok": {
+                "id": "tiktok",
+                "name": "TikTok",
+                "type": "oauth",
+                "signinUrl": auth.url(&format!("{BASE}/signin/tiktok")),
+                "callbackUrl": auth.url(&format!("{BASE}/callback/tiktok")),
+            }
+        }),
+    )
+}
+
+pub fn csrf(auth: &Auth, req: &Request) -> Reply {
+    match csrf::token(auth, req) {
+        Ok((token, cookie)) => with_cookie(Reply::json(200, &json!({ "csrfToken": token })), cookie),
+        Err(e) => error_reply(auth, req, &e),
+    }
+}
+
+/// The next-auth session object, or the literal `null`.
+pub fn session_json(id: &Identity) -> serde_json::Value {
+    let expires = time::OffsetDateTime::from_unix_timestamp(id.session_expires)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default();
+    json!({
+        "user": {
+            "id": id.user_id,
+            "name": id.display_name,
+            "email": null,
+            "image": id.avatar,
+            "tiktokId": id.open_id,
+            "username": id.username,
+            "verified": id.verified,
+            "niniScore": id.nini_score,
+            "videos": id.videos,
+            "streak": id.streak,
+        },
+        "expires": expires,
+    })
+}
+
+pub async fn session(auth: &Auth, req: &Request) -> Reply {
+    match auth.request_identity(req).await {
+        Ok((Some(id), _)) => Reply::json(200, &session_with_token_check(auth, &id).await),
+        // A cookie that no longer names a session is cleared, as Auth.js does.
+        Ok((None, true)) => {
+            Reply::json(200, &serde_json::Value::Null).set_cookie(auth.cookies.clear(&auth.cookies.session))
+        }
+        Ok((None, false)) => Reply::json(200, &serde_json::Value::Null),
+        Err(e) => unavailable(req, &e),
+    }
+}
+
+/// The session JSON, with `"error": "RefreshAccessTokenError"` when the TikTok grant is gone
+/// (the NINI frontend then sends the user to sign in again). Checking costs a memory lookup
+/// while the access token is fresh, and one refresh when it is due.
+async fn session_with_token_check(auth: &Auth, id: &Arc<Identity>) -> serde_json::Value {
+    let mut body = session_json(id);
+    let error = match &id.grant_error {
+        Some(e) => Some(e.clone()),
+        None => match auth.tokens.access_token(&id.user_id).await {
+            Ok(_) => None,
+            Err(TokenError::GrantDead) => Some(REFRESH_ERROR.to_string()),
+            Err(e) => {
+                // TikTok or the store is unwell: the session itself is fine.
+                log::warn!("session token check for user {}: {e}", id.user_id);
+                None
+            }
+        },
+    };
+    if let (Some(e), Some(obj)) = (error, body.as_object_mut()) {
+        obj.insert("error".into(), serde_json::Value::String(e));
+    }
+    body
+}
+
+/// `useSession().update()`: CSRF-checked; the session is server-owned, so it is returned
+/// as it is (client-sent data cannot change identity).
+pub async fn session_update(auth: &Auth, req: &Request) -> Reply {
+    if !csrf::ok(auth, req) {
+        return Reply::json(400, &serde_json::Value::Null);
+    }
+    match auth.request_identity(req).await {
+        Ok((Some(id), _)) => Reply::json(200, &session_json(&id)),
+        Ok(_) => Reply::json(400, &serde_json::Value::Null),
+        Err(e) => unavailable(req, &e),
+    }
+}

@@ -1,0 +1,59 @@
+//! Forward-auth: `/api/auth/verify` for nginx `auth_request`, Traefik `forwardAuth` and
+//! Envoy `ext_authz` — a 2xx with the identity headers for a live session, 401 otherwise,
+//! never a redirect (the calling proxy decides what to do with a 401).
+
+use serde_json::json;
+
+use super::{redirect, unavailable, Auth, BASE};
+use crate::web::{Reply, Request};
+
+/// Recognises the forward-auth endpoint on the RAW request path: `Some(None)` for
+/// `/api/auth/verify`, `Some(Some(suffix))` for Envoy's `/api/auth/verify/<original path>`.
+pub fn verify_suffix(raw_path: &str) -> Option<Option<&str>> {
+    let prefix = "/api/auth/verify";
+    let head = raw_path.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    match &raw_path[prefix.len()..] {
+        "" => Some(None),
+        rest if rest.starts_with('/') => Some(Some(rest)),
+        _ => None,
+    }
+}
+
+/// `/api/auth/verify` (any method). The 2xx is 202, except for Envoy's path-suffix form:
+/// Envoy's HTTP ext_authz allows only 200. A trusted proxy's original URI only shapes the
+/// sign-in link offered in `X-Auth-Request-Redirect`; it never decides whether a session is
+/// required.
+pub async fn verify(auth: &Auth, req: &Request, envoy: bool) -> Reply {
+    let id = match auth.signed_in(req).await {
+        Ok(id) => id,
+        Err(e) => return unavailable(req, &e),
+    };
+    match id {
+        Some(id) => {
+            let status = if envoy { 200 } else { 202 };
+            let mut reply = Reply::new(status, "text/plain; charset=utf-8", bytes::Bytes::new()).no_store();
+            for (name, value) in super::headers::identity_headers(&id) {
+                reply = reply.header(name, value);
+            }
+            if let Some(jwt) = auth.identity_jwt.header_value(&id, auth.clock.now()) {
+                reply = reply.header(super::headers::IDENTITY_JWT, jwt);
+            }
+            reply
+        }
+        None => {
+            let target = req.forwarded_uri.as_deref().unwrap_or("/");
+            let signin = format!(
+                "{}?{}",
+                auth.url(&format!("{BASE}/signin")),
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("callbackUrl", &redirect::or_home(Some(target), &auth.origin))
+                    .finish()
+            );
+            Reply::json(401, &json!({ "error": "unauthorized", "signin": signin }))
+                .header("X-Auth-Request-Redirect", signin)
+        }
+    }
+}
