@@ -83,8 +83,8 @@ const ES: Text = Text {
     signin_lead: "Usa tu cuenta de TikTok para entrar en NINI.",
     continue_tiktok: "Continuar con TikTok",
     signout_title: "Cerrar sesión",
-    signout_lead:
-        "¿Seguro que quieres cerrar la sesión? También desconectaremos tu cuenta de TikTok de esta aplicación.",
+    signout_lead: "¿Cerrar la sesión en este dispositivo? Tus otros dispositivos siguen conectados; \
+                   al cerrar la última sesión desconectamos tu cuenta de TikTok de esta aplicación.",
     signout_button: "Cerrar sesión",
     cancel: "Cancelar",
     error_title: "No se pudo completar el inicio de sesión",
@@ -99,7 +99,8 @@ const EN: Text = Text {
     signin_lead: "Use your TikTok account to enter NINI.",
     continue_tiktok: "Continue with TikTok",
     signout_title: "Sign out",
-    signout_lead: "Are you sure you want to sign out? We will also disconnect your TikTok account from this app.",
+    signout_lead: "Sign out on this device? Your other devices stay signed in; when your last session ends \
+                   we also disconnect your TikTok account from this app.",
     signout_button: "Sign out",
     cancel: "Cancel",
     error_title: "Sign-in could not be completed",

@@ -2,35 +2,14 @@
 //! through nginx, identity headers via `auth_request_set`, unauthenticated requests sent to
 //! sign-in, and `/api/auth/verify` itself (202/401, never a redirect).
 
-use std::process::{Command, Stdio};
-
 use crate::support::*;
 
-struct Nginx {
-    _child: Kill,
-    /// nginx's prefix directory (config, pid, temp files) lives as long as nginx does (fields
-    /// drop in order: nginx is stopped first).
-    _dir: tempfile::TempDir,
-}
-
-fn nginx_bin() -> Option<std::path::PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists())
-}
-
 /// Starts nginx with examples/nginx/nini-auth-forward-auth.conf (addresses filled in).
-fn start_nginx(
+fn start_forward_auth_nginx(
     listen: std::net::SocketAddr,
     sidecar: std::net::SocketAddr,
     app: std::net::SocketAddr,
 ) -> Option<Nginx> {
-    let Some(bin) = nginx_bin() else {
-        skip_or_fail("skipping: nginx is not installed (scripts/setup installs nginx-light)");
-        return None;
-    };
-    let dir = tempfile::tempdir().expect("dir");
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/nginx/nini-auth-forward-auth.conf"
@@ -40,26 +19,7 @@ fn start_nginx(
         .replace("LISTEN", &listen.to_string())
         .replace("NINI_AUTH", &sidecar.to_string())
         .replace("APP", &app.to_string());
-    let d = dir.path().display();
-    let conf = format!(
-        "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{server}\n}}\n"
-    );
-    let path = write_file(dir.path(), "nginx.conf", &conf);
-    let child = Command::new(bin)
-        .args(["-p", &d.to_string(), "-c", path.to_str().expect("path")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn nginx");
-    let child = Kill(child);
-    wait_for_port(listen, std::time::Duration::from_secs(10), "nginx");
-    Some(Nginx {
-        _child: child,
-        _dir: dir,
-    })
+    start_nginx(listen, &server)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,7 +35,7 @@ async fn nginx_auth_request_in_front_of_the_app() {
         .start()
         .await;
     env.allow_redirect_uri(&format!("{front_origin}{}", nini_auth::config::CALLBACK_PATH));
-    let Some(_nginx) = start_nginx(front, env.sidecar().addr, env.upstream) else {
+    let Some(_nginx) = start_forward_auth_nginx(front, env.sidecar().addr, env.upstream) else {
         return;
     };
 

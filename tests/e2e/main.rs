@@ -6,6 +6,8 @@ mod support;
 mod pg;
 // One conformance suite for both store backends (SQLite always, PostgreSQL when available).
 mod store_conformance;
+// Several real replicas on one PostgreSQL: sign-ins, revocation, refresh, failures, migration.
+mod replicas;
 
 // The whole sign-in, cookie attributes and what the upstream sees.
 mod login;

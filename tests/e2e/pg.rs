@@ -132,15 +132,6 @@ async fn discover() -> Discovery {
 }
 
 impl PgServer {
-    pub fn admin_url(&self) -> &str {
-        &self.admin_url
-    }
-
-    /// How the server was found, for logs.
-    pub fn how(&self) -> &str {
-        &self.how
-    }
-
     /// A fresh database of its own, dropped when the `TestDb` is.
     pub async fn create_db(&self) -> TestDb {
         let name = unique_db_name();
@@ -240,10 +231,6 @@ impl OwnedCluster {
 
     pub fn admin_url(&self) -> String {
         self.cluster.url("postgres")
-    }
-
-    pub fn port(&self) -> u16 {
-        self.cluster.port
     }
 
     /// Fast shutdown: clients are disconnected and new connections are refused until `start`.

@@ -789,3 +789,68 @@ async fn readiness_answers_within_its_deadline(f: Fixture) {
     assert!(started.elapsed() < Duration::from_millis(500));
     s.close().await.expect("close");
 }
+
+/// The PostgreSQL schema is the NINI model as Prisma maps it: `prisma db pull` (the real
+/// Prisma CLI, tests/prisma) on a database nini-auth migrated yields exactly the User and
+/// Session models of tests/prisma/schema.prisma, and nothing of nini-auth's own tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn prisma_db_pull_yields_the_nini_model() {
+    if !crate::support::node_or_skip(
+        "Prisma schema check",
+        "tests/prisma",
+        &["prisma", "@prisma/adapter-pg"],
+        false,
+    ) {
+        return;
+    }
+    let Some(f) = Fixture::postgres("store_conformance::prisma_db_pull_yields_the_nini_model").await else {
+        return;
+    };
+    let s = f.open().await;
+    login(&*s, "o", "h", 5000, 10).await;
+    let out = crate::support::node_output_with(
+        "tests/prisma/pull-check.mjs",
+        &["--strict"],
+        &[("DATABASE_URL", f.url().as_str())],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(out.code, 0, "--- stdout\n{}\n--- stderr\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("pull-check: ok"), "{}", out.stdout);
+}
+
+/// The NINI app's Prisma migration ran first: nini-auth adopts its `users` and `sessions`
+/// (no error, no second table), and a TikTok sign-in of a user the app created updates that
+/// user in place.
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_prisma_created_first_are_adopted() {
+    let Some(f) = Fixture::postgres("store_conformance::tables_prisma_created_first_are_adopted").await else {
+        return;
+    };
+    let ddl = std::fs::read_to_string(crate::support::crate_root().join("tests/prisma/ddl.sql")).expect("ddl.sql");
+    let ddl = ddl.replace("CREATE SCHEMA IF NOT EXISTS \"public\";", "");
+    let client = pg::connect(&f.url()).await.expect("connect");
+    client.batch_execute(&ddl).await.expect("Prisma's DDL");
+    client
+        .execute(
+            "INSERT INTO users (id, tiktok_id, username, email, updated_at) VALUES ('cuid-app-1', 'o', 'ana', 'ana@example.com', now())",
+            &[],
+        )
+        .await
+        .expect("an app user");
+    let s = f.open().await;
+    let id = login(&*s, "o", "h", 5000, 10).await;
+    assert_eq!(id.user_id, "cuid-app-1", "the app's user, updated in place");
+    assert_eq!(id.username.as_deref(), Some("ana"), "the app's username is kept");
+    let row = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .expect("count");
+    assert_eq!(row.get::<_, i64>(0), 1);
+    let email: Option<String> = client
+        .query_one("SELECT email FROM users WHERE id = 'cuid-app-1'", &[])
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(email.as_deref(), Some("ana@example.com"));
+}

@@ -777,9 +777,20 @@ pub fn node_or_skip(what: &str, dir: &str, packages: &[&str], chromium: bool) ->
 /// Runs `node SCRIPT ARGS…` in the crate root and returns how it ended, whatever that was;
 /// panics when node cannot start or the script does not finish within `limit` (it is killed).
 pub async fn node_output(script: &str, args: &[impl AsRef<OsStr>], limit: Duration) -> RunOut {
+    node_output_with(script, args, &[], limit).await
+}
+
+/// `node_output` with extra environment variables.
+pub async fn node_output_with(
+    script: &str,
+    args: &[impl AsRef<OsStr>],
+    envs: &[(&str, &str)],
+    limit: Duration,
+) -> RunOut {
     let run = tokio::process::Command::new("node")
         .arg(script)
         .args(args)
+        .envs(envs.iter().copied())
         .current_dir(crate_root())
         .kill_on_drop(true)
         .output();
@@ -802,4 +813,50 @@ pub async fn run_node(script: &str, args: &[impl AsRef<OsStr>], limit: Duration)
         out.stderr
     );
     out.json_line(script)
+}
+
+/// A running nginx; stopped (and its prefix directory removed) when dropped.
+pub struct Nginx {
+    _child: Kill,
+    /// nginx's prefix directory (config, pid, temp files) lives as long as nginx does (fields
+    /// drop in order: nginx is stopped first).
+    _dir: tempfile::TempDir,
+}
+
+fn nginx_bin() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Starts nginx in the foreground with `http_body` (server and upstream blocks) inside a
+/// minimal `http {}`; returns once `listen` accepts connections. None (after a skip line)
+/// when nginx is not installed, a failure under `scripts/test`.
+pub fn start_nginx(listen: SocketAddr, http_body: &str) -> Option<Nginx> {
+    let Some(bin) = nginx_bin() else {
+        skip_or_fail("skipping: nginx is not installed (scripts/setup installs nginx-light)");
+        return None;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().display();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{http_body}\n}}\n"
+    );
+    let path = write_file(dir.path(), "nginx.conf", &conf);
+    let child = Command::new(bin)
+        .args(["-p", &d.to_string(), "-c", path.to_str().expect("path")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn nginx");
+    let child = Kill(child);
+    wait_for_port(listen, Duration::from_secs(10), "nginx");
+    Some(Nginx {
+        _child: child,
+        _dir: dir,
+    })
 }

@@ -361,7 +361,7 @@ pub fn save_refreshed(
     tx.prepare_cached(
         "UPDATE users SET access_token = ?2, refresh_token = ?3, token_expires_at = ?4,
                 refresh_expires_at = ?5, token_scope = ?6, token_obtained_at = ?7,
-                grant_error = NULL, updated_at = ?7
+                grant_error = NULL, updated_at = ?8
          WHERE id = ?1",
     )?
     .execute(params![
@@ -371,6 +371,7 @@ pub fn save_refreshed(
         new.access_expires_at,
         new.refresh_expires_at,
         new.scope,
+        new.obtained_at,
         now
     ])?;
     invalidate(&tx, Some(user_id), None, now)?;
