@@ -206,6 +206,11 @@ impl BackgroundService for Invalidations {
     async fn start(&self, shutdown: ShutdownWatch) {
         let app = self.app.clone();
         let sink: InvalidationSink = Arc::new(move |inv: &Invalidation| {
+            if inv.is_everything() {
+                app.sessions.clear();
+                app.tokens.forget_all();
+                return;
+            }
             if let Some(u) = &inv.user_id {
                 app.sessions.remove_user(u);
                 app.tokens.forget(u);

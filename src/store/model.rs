@@ -100,13 +100,27 @@ impl LockPurpose {
     }
 }
 
-/// Something a process recorded that makes cached sessions or tokens stale.
+/// Something a process recorded that makes cached sessions or tokens stale. With neither
+/// field set it means "everything" (after key rotation, or when a follower may have missed
+/// some): caches empty themselves and reload from the store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Invalidation {
     /// Every cached session and token of this user.
     pub user_id: Option<String>,
     /// One session, by the SHA-256 (hex) of its token.
     pub session_hash: Option<String>,
+}
+
+impl Invalidation {
+    /// Every cached session and token, of every user.
+    pub const EVERYTHING: Invalidation = Invalidation {
+        user_id: None,
+        session_hash: None,
+    };
+
+    pub fn is_everything(&self) -> bool {
+        self.user_id.is_none() && self.session_hash.is_none()
+    }
 }
 
 /// Profile fields as TikTok returned them. `None` means "not asked for or not returned" and

@@ -115,6 +115,11 @@ impl TokenManager {
         self.cache.write().unwrap_or_else(|p| p.into_inner()).remove(user_id);
     }
 
+    /// Drops every cached access token (an "everything" invalidation).
+    pub fn forget_all(&self) {
+        self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     fn cached(&self, user_id: &str, now: i64) -> Option<String> {
         let map = self.cache.read().unwrap_or_else(|p| p.into_inner());
         map.get(user_id)

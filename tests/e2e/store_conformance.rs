@@ -481,6 +481,16 @@ async fn invalidations_reach_every_replica_within_a_second(f: Fixture) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Key rotation tells every replica to drop everything it cached.
+    a.rotate_keys().await.expect("rotate");
+    let started = Instant::now();
+    while !seen.lock().expect("lock").contains(&Invalidation::EVERYTHING) {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "key rotation not seen within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let _ = stop_tx.send(true);
     tokio::time::timeout(Duration::from_secs(5), follower)
         .await

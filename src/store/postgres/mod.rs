@@ -567,6 +567,9 @@ impl Store for PgStore {
                     None => break,
                 }
             }
+            // Nothing cached is wrong after a rotation, but every replica should read the
+            // re-sealed rows rather than trust what it read under the old key.
+            queries::invalidate(&c, None, None).await?;
             Ok(report)
         })
         .await

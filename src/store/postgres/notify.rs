@@ -118,9 +118,12 @@ struct Payload {
     s: Option<String>,
 }
 
-/// What a notification says. Besides our JSON, `u:<user id>` and `s:<session hash>` are
-/// accepted so an operator can invalidate by hand with NOTIFY.
+/// What a notification says. Besides our JSON, `u:<user id>`, `s:<session hash>` and `all`
+/// are accepted so an operator can invalidate by hand with NOTIFY.
 fn parse(payload: &str) -> Option<(Option<i64>, Invalidation)> {
+    if payload == "all" {
+        return Some((None, Invalidation::EVERYTHING));
+    }
     if let Some(user) = payload.strip_prefix("u:") {
         return Some((None, inv(Some(user.to_string()), None)));
     }
@@ -128,7 +131,8 @@ fn parse(payload: &str) -> Option<(Option<i64>, Invalidation)> {
         return Some((None, inv(None, Some(session.to_string()))));
     }
     let p: Payload = serde_json::from_str(payload).ok()?;
-    (p.u.is_some() || p.s.is_some()).then(|| (p.seq, inv(p.u, p.s)))
+    // A row with neither user nor session is "everything"; without a seq it is not ours.
+    p.seq.map(|seq| (Some(seq), inv(p.u, p.s)))
 }
 
 fn inv(user_id: Option<String>, session_hash: Option<String>) -> Invalidation {
@@ -293,6 +297,13 @@ pub async fn follow(
                         if std::mem::take(&mut poll_failing) {
                             log::info!("reading cache invalidations again");
                         }
+                        // Away longer than the log is kept: some invalidations may be gone.
+                        if clock - since > (crate::store::INVALIDATION_RETENTION_SECS as f64) - 2.0 * SLACK_SECS {
+                            log::warn!("cache invalidations were unreadable for too long; dropping every cached session");
+                            if out.send(Invalidation::EVERYTHING).await.is_err() {
+                                return;
+                            }
+                        }
                         for (seq, inv) in rows {
                             if seen.insert(seq) && out.send(inv).await.is_err() {
                                 return;
@@ -327,7 +338,9 @@ mod tests {
         assert_eq!(parse("s:h1"), Some((None, inv(None, Some("h1".into())))));
         assert_eq!(parse("u:x"), Some((None, inv(Some("x".into()), None))));
         assert_eq!(parse("garbage"), None);
-        assert_eq!(parse(r#"{"seq":1}"#), None);
+        assert_eq!(parse(r#"{"u":"x"}"#), None, "not ours without a seq");
+        assert_eq!(parse(r#"{"seq":1}"#), Some((Some(1), Invalidation::EVERYTHING)));
+        assert_eq!(parse("all"), Some((None, Invalidation::EVERYTHING)));
     }
 
     #[test]

@@ -531,6 +531,10 @@ impl Store for SqliteStore {
             }
             after = last;
         }
+        // Nothing cached is wrong after a rotation, but every process should read the
+        // re-sealed rows rather than trust what it read under the old key.
+        let now = crate::clock::Clock::default().now();
+        self.write(move |c, _| queries::invalidate(c, None, None, now)).await?;
         Ok(report)
     }
 
