@@ -18,13 +18,13 @@ mod sections;
 mod types;
 
 pub use raw::{
-    RawAdmin, RawConfig, RawIdentity, RawLog, RawRoutes, RawSecrets, RawServer, RawSession, RawStorage, RawSync,
-    RawTikTok, RawUpstream,
+    RawAdmin, RawConfig, RawIdentity, RawLimits, RawLog, RawRoutes, RawSecrets, RawServer, RawSession, RawStorage,
+    RawSync, RawTikTok, RawUpstream,
 };
 pub use sections::{format_duration, parse_duration};
 pub use types::{
-    origin_of, Cidr, Config, Database, IdentityConfig, LogFormat, OpsConfig, PgUrl, Pkce, Secret, StorageConfig,
-    SyncConfig, TikTokConfig, UpstreamConfig,
+    origin_of, Cidr, Config, Database, IdentityConfig, LimitsConfig, LogFormat, OpsConfig, PgUrl, Pkce, Secret,
+    StorageConfig, SyncConfig, TikTokConfig, UpstreamConfig,
 };
 
 use std::fmt;
@@ -164,6 +164,7 @@ const SECTIONS: &[(&str, KeyCheck)] = &[
     ("admin", |v| v.try_into::<RawAdmin>().map(drop)),
     ("log", |v| v.try_into::<RawLog>().map(drop)),
     ("identity", |v| v.try_into::<RawIdentity>().map(drop)),
+    ("limits", |v| v.try_into::<RawLimits>().map(drop)),
 ];
 
 /// Parses TOML text into the raw shape. Syntax errors stop at the first one (the rest of the
@@ -265,6 +266,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         admin,
         log,
         identity,
+        limits,
     } = raw;
 
     // [server]
@@ -417,7 +419,13 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
                 );
                 None
             }
-            SecretsPolicy::Generate => Some(KeyRing::generate()),
+            SecretsPolicy::Generate => match KeyRing::generate() {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    p.add("secrets.encryption_keys", e.to_string());
+                    None
+                }
+            },
         }
     } else {
         match KeyRing::from_base64(&key_strings) {
@@ -456,6 +464,9 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         p.add("identity.audience", "must be a non-empty string");
     }
     let ops_cfg = ops_config(&mut p, &server, &admin, &log, public_url.as_ref());
+    if limits.signin_starts_per_minute == 0 || limits.signin_starts_per_minute > 100_000 {
+        p.add("limits.signin_starts_per_minute", "must be between 1 and 100000");
+    }
 
     if !p.0.is_empty() {
         return Err(ConfigError(p.0));
@@ -520,6 +531,9 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
                 jwt: identity.jwt,
                 audience: identity.audience,
                 ttl: identity_ttl,
+            },
+            limits: LimitsConfig {
+                signin_starts_per_minute: limits.signin_starts_per_minute,
             },
         }),
         _ => Err(ConfigError(vec![Problem {

@@ -1,6 +1,13 @@
-//! Cryptography, all on `ring`: the AES-256-GCM key ring that seals TikTok tokens at rest,
-//! random tokens, SHA-256 hashing of session ids, HMAC-signed CSRF tokens and constant-time
-//! comparison. Nothing else in the crate touches key material.
+//! Cryptography, all on `ring`: the key ring (AES-256-GCM sealing of TikTok tokens at rest,
+//! HMAC-signed CSRF and session tokens, per-purpose keys for other layers), random tokens,
+//! SHA-256 hashing and constant-time comparison. Nothing else in the crate touches key
+//! material.
+//!
+//! Every purpose key and every key id is derived from the configured key with HKDF-SHA256
+//! under its own label, so no two purposes share a key and a published key id (in sealed
+//! values, JWKS) says nothing about the key. Values sealed before that (format `v1`, whose key
+//! id was a prefix of SHA-256 of the raw key, sealed with the raw key) still open; `keys
+//! rotate` re-seals them in the current format.
 
 use std::fmt;
 
@@ -8,11 +15,18 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::digest::{digest, SHA256};
-use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use ring::{hkdf, hmac};
 
-/// Prefix of every sealed value: format version, so a future format can coexist.
-const SEALED_VERSION: &str = "v1";
+/// Prefix of every value sealed now: HKDF-derived sealing key, HKDF-derived key id.
+const SEALED_VERSION: &str = "v2";
+/// Values sealed by earlier versions: the raw key seals, the id is a SHA-256 prefix.
+const LEGACY_SEALED_VERSION: &str = "v1";
+/// Random bytes and MAC bytes of a session token.
+const SESSION_RANDOM: usize = 32;
+const SESSION_TAG: usize = 16;
+/// Length of a session cookie value: base64url of 48 bytes.
+pub const SESSION_TOKEN_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
@@ -34,18 +48,25 @@ pub enum KeyError {
     WrongLength { index: usize, len: usize },
     #[error("key #{index} duplicates an earlier key")]
     Duplicate { index: usize },
+    #[error("the system random generator failed")]
+    Random,
 }
 
 struct Key {
+    /// Derived id (HKDF): what new sealed values, CSRF and JWKS name.
     id: String,
+    /// The id `v1` sealed values carry (SHA-256 prefix of the raw key).
+    legacy_id: String,
     aead: LessSafeKey,
+    /// The raw key as an AEAD key, only to open `v1` values.
+    legacy_aead: LessSafeKey,
     csrf: hmac::Key,
-    /// Seed for derived keys (`derive`): never the raw key itself.
-    derive_base: [u8; 32],
+    session: hmac::Key,
+    /// Pseudo-random key for other layers' per-purpose keys (`derive`).
+    prk: hkdf::Prk,
 }
 
-/// Encryption keys: the first seals, all open. Each key is known by a short id derived from
-/// its SHA-256, stored in every sealed value so rotation can find the right key.
+/// Encryption keys: the first seals and signs, all open and verify (rotation).
 #[derive(Clone)]
 pub struct KeyRing {
     keys: std::sync::Arc<Vec<Key>>,
@@ -55,6 +76,24 @@ impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyRing({} key(s), ids {:?})", self.keys.len(), self.key_ids())
     }
+}
+
+/// `len` bytes of HKDF output (ring's `KeyType` for a plain byte length).
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+fn expand<const N: usize>(prk: &hkdf::Prk, label: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    // Expanding at most 255 hash lengths cannot fail; N is 32 or less here.
+    if let Ok(okm) = prk.expand(&[label], Len(N)) {
+        let _ = okm.fill(&mut out);
+    }
+    out
 }
 
 impl KeyRing {
@@ -88,16 +127,10 @@ impl KeyRing {
     }
 
     /// A ring with one fresh random key (demo and tests only: nothing survives a restart).
-    pub fn generate() -> KeyRing {
-        let bytes = random_bytes::<32>().unwrap_or([7u8; 32]);
-        match Key::from_bytes(&bytes) {
-            Some(k) => KeyRing {
-                keys: std::sync::Arc::new(vec![k]),
-            },
-            None => KeyRing {
-                keys: std::sync::Arc::new(Vec::new()),
-            },
-        }
+    /// Fails when the system random generator does: never a predictable key.
+    pub fn generate() -> Result<KeyRing, KeyError> {
+        let key = generate_key_base64().map_err(|_| KeyError::Random)?;
+        KeyRing::from_base64(&[key])
     }
 
     pub fn len(&self) -> usize {
@@ -119,7 +152,7 @@ impl KeyRing {
 
     /// Seals `plaintext` with a random 96-bit nonce; `aad` binds it to its owner and column so
     /// a ciphertext copied to another row or column fails to open.
-    /// Format: `v1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>`.
+    /// Format: `v2.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>`.
     pub fn seal(&self, plaintext: &[u8], aad: &str) -> Result<String, CryptoError> {
         let key = self.keys.first().ok_or(CryptoError::UnknownKey(String::new()))?;
         let nonce_bytes = random_bytes::<NONCE_LEN>()?;
@@ -137,28 +170,32 @@ impl KeyRing {
         Ok(format!("{SEALED_VERSION}.{}.{}", key.id, URL_SAFE_NO_PAD.encode(blob)))
     }
 
-    /// Opens a value made by `seal` with the same `aad`.
+    /// Opens a value made by `seal` (or by an earlier version's) with the same `aad`.
     pub fn open(&self, sealed: &str, aad: &str) -> Result<Vec<u8>, CryptoError> {
         let mut parts = sealed.splitn(3, '.');
         let (Some(version), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(CryptoError::Malformed);
         };
-        if version != SEALED_VERSION {
-            return Err(CryptoError::Malformed);
-        }
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.id == kid)
-            .ok_or_else(|| CryptoError::UnknownKey(kid.chars().take(16).collect()))?;
+        let unknown = || CryptoError::UnknownKey(kid.chars().take(16).collect());
+        let aead = match version {
+            SEALED_VERSION => &self.keys.iter().find(|k| k.id == kid).ok_or_else(unknown)?.aead,
+            LEGACY_SEALED_VERSION => {
+                &self
+                    .keys
+                    .iter()
+                    .find(|k| k.legacy_id == kid)
+                    .ok_or_else(unknown)?
+                    .legacy_aead
+            }
+            _ => return Err(CryptoError::Malformed),
+        };
         let mut blob = URL_SAFE_NO_PAD.decode(body).map_err(|_| CryptoError::Malformed)?;
         if blob.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return Err(CryptoError::Malformed);
         }
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&blob[..NONCE_LEN]);
-        let plain = key
-            .aead
+        let plain = aead
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad.as_bytes()),
@@ -169,18 +206,14 @@ impl KeyRing {
     }
 
     /// 32 bytes per key for another purpose (`label`, e.g. the identity-JWT signing seed),
-    /// in ring order (the first is the primary), with that key's id. HMAC-SHA256 keyed by a
-    /// per-key derivation base: one secret to manage, unrelated keys per purpose, and rotating
-    /// the encryption keys rotates the derived ones.
+    /// in ring order (the first is the primary), with that key's id. HKDF under the label:
+    /// one secret to manage, unrelated keys per purpose, and rotating the encryption keys
+    /// rotates the derived ones.
     pub fn derive(&self, label: &str) -> Vec<(String, [u8; 32])> {
+        let info = format!("nini-auth/v2/derive/{label}");
         self.keys
             .iter()
-            .map(|k| {
-                let key = hmac::Key::new(hmac::HMAC_SHA256, &k.derive_base);
-                let mut out = [0u8; 32];
-                out.copy_from_slice(hmac::sign(&key, label.as_bytes()).as_ref());
-                (k.id.clone(), out)
-            })
+            .map(|k| (k.id.clone(), expand::<32>(&k.prk, info.as_bytes())))
             .collect()
     }
 
@@ -188,9 +221,16 @@ impl KeyRing {
     pub fn sealed_key_id(sealed: &str) -> Option<&str> {
         let mut parts = sealed.splitn(3, '.');
         match (parts.next(), parts.next()) {
-            (Some(SEALED_VERSION), Some(kid)) => Some(kid),
+            (Some(SEALED_VERSION | LEGACY_SEALED_VERSION), Some(kid)) => Some(kid),
             _ => None,
         }
+    }
+
+    /// Whether a sealed value is in the current format under the primary key (rotation
+    /// skips those; only the id is compared, no decryption).
+    pub fn is_current(&self, sealed: &str) -> bool {
+        let mut parts = sealed.splitn(3, '.');
+        parts.next() == Some(SEALED_VERSION) && parts.next() == self.primary_id()
     }
 
     /// A CSRF token: random value plus its HMAC under the primary key, `<token>.<mac>`.
@@ -217,24 +257,54 @@ impl KeyRing {
             .any(|k| hmac::verify(&k.csrf, token.as_bytes(), &mac).is_ok())
             .then_some(token)
     }
+
+    /// A new session cookie value: 32 random bytes and a 16-byte HMAC of them under the
+    /// primary key, base64url (64 characters). Returns it with its session key (what the
+    /// store and the cache know the session by).
+    pub fn new_session_token(&self) -> Result<(String, [u8; 32]), CryptoError> {
+        let key = self.keys.first().ok_or(CryptoError::UnknownKey(String::new()))?;
+        let mut raw = [0u8; SESSION_RANDOM + SESSION_TAG];
+        raw[..SESSION_RANDOM].copy_from_slice(&random_bytes::<SESSION_RANDOM>()?);
+        let tag = hmac::sign(&key.session, &raw[..SESSION_RANDOM]);
+        raw[SESSION_RANDOM..].copy_from_slice(&tag.as_ref()[..SESSION_TAG]);
+        Ok((URL_SAFE_NO_PAD.encode(raw), sha256(&raw)))
+    }
+
+    /// The session key of a cookie value, only if it is one this deployment issued (its MAC
+    /// verifies under a key of the ring): forged values are refused here, in memory, before
+    /// any cache or database lookup.
+    pub fn session_key(&self, cookie_value: &str) -> Option<[u8; 32]> {
+        if cookie_value.len() != SESSION_TOKEN_LEN {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(cookie_value).ok()?;
+        if raw.len() != SESSION_RANDOM + SESSION_TAG {
+            return None;
+        }
+        let (random, tag) = raw.split_at(SESSION_RANDOM);
+        self.keys
+            .iter()
+            .any(|k| {
+                let want = hmac::sign(&k.session, random);
+                ct_eq(&want.as_ref()[..SESSION_TAG], tag)
+            })
+            .then(|| sha256(&raw))
+    }
 }
 
 impl Key {
     fn from_bytes(bytes: &[u8]) -> Option<Key> {
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).ok()?;
-        let id = hex(&digest(&SHA256, bytes).as_ref()[..4]);
-        let mut csrf_material = b"nini-auth/csrf/v1".to_vec();
-        csrf_material.extend_from_slice(bytes);
-        let csrf = hmac::Key::new(hmac::HMAC_SHA256, digest(&SHA256, &csrf_material).as_ref());
-        let mut base_material = b"nini-auth/derive/v1".to_vec();
-        base_material.extend_from_slice(bytes);
-        let mut derive_base = [0u8; 32];
-        derive_base.copy_from_slice(digest(&SHA256, &base_material).as_ref());
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"nini-auth key ring").extract(bytes);
+        let seal = expand::<32>(&prk, b"nini-auth/v2/seal");
+        let id = hex(&expand::<4>(&prk, b"nini-auth/v2/key-id"));
         Some(Key {
             id,
-            aead: LessSafeKey::new(unbound),
-            csrf,
-            derive_base,
+            legacy_id: hex(&digest(&SHA256, bytes).as_ref()[..4]),
+            aead: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &seal).ok()?),
+            legacy_aead: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).ok()?),
+            csrf: hmac::Key::new(hmac::HMAC_SHA256, &expand::<32>(&prk, b"nini-auth/v2/csrf")),
+            session: hmac::Key::new(hmac::HMAC_SHA256, &expand::<32>(&prk, b"nini-auth/v2/session")),
+            prk,
         })
     }
 }
@@ -402,6 +472,68 @@ mod tests {
             KeyRing::from_base64(&[ok.clone(), ok]),
             Err(KeyError::Duplicate { index: 2 })
         ));
+    }
+
+    #[test]
+    fn key_ids_are_derived_not_a_hash_of_the_key() {
+        let k = generate_key_base64().expect("rng");
+        let raw = STANDARD.decode(&k).expect("b64");
+        let r = KeyRing::from_base64(std::slice::from_ref(&k)).expect("ring");
+        let id = r.primary_id().expect("id").to_string();
+        assert_eq!(id.len(), 8);
+        assert!(
+            !sha256_hex(&raw).starts_with(&id),
+            "the id publishes no fingerprint of the key"
+        );
+        let sealed = r.seal(b"x", "a").expect("seal");
+        assert!(sealed.starts_with(&format!("v2.{id}.")));
+        assert!(r.is_current(&sealed));
+    }
+
+    #[test]
+    fn values_sealed_by_earlier_versions_still_open() {
+        // A v1 value: the raw key seals, the id is the SHA-256 prefix of the raw key.
+        let k = generate_key_base64().expect("rng");
+        let raw = STANDARD.decode(&k).expect("b64");
+        let legacy = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &raw).expect("key"));
+        let nonce = [3u8; NONCE_LEN];
+        let mut buf = b"rft.old".to_vec();
+        legacy
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(b"aad".as_slice()),
+                &mut buf,
+            )
+            .expect("seal");
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&buf);
+        let v1 = format!("v1.{}.{}", &sha256_hex(&raw)[..8], URL_SAFE_NO_PAD.encode(blob));
+        let r = KeyRing::from_base64(&[k]).expect("ring");
+        assert_eq!(r.open(&v1, "aad").expect("opens"), b"rft.old");
+        assert!(!r.is_current(&v1), "rotation re-seals it");
+        assert_eq!(r.open(&v1, "other"), Err(CryptoError::Tampered));
+    }
+
+    #[test]
+    fn session_tokens_carry_a_mac_checked_before_any_lookup() {
+        let r = ring(1);
+        let (cookie, key) = r.new_session_token().expect("token");
+        assert_eq!(cookie.len(), SESSION_TOKEN_LEN);
+        assert_eq!(r.session_key(&cookie), Some(key));
+        // Any other value of the right shape is refused without touching a store.
+        let mut forged = cookie.clone().into_bytes();
+        forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+        assert_eq!(r.session_key(&String::from_utf8(forged).expect("ascii")), None);
+        assert_eq!(r.session_key(&"A".repeat(SESSION_TOKEN_LEN)), None);
+        assert_eq!(ring(1).session_key(&cookie), None, "another deployment's key");
+        assert_eq!(r.session_key(&random_token().expect("rng")), None, "old 43-char format");
+        assert_eq!(r.session_key(""), None);
+        // Rotation: a token issued under the old primary still verifies while the key is in the ring.
+        let old = generate_key_base64().expect("rng");
+        let before = KeyRing::from_base64(std::slice::from_ref(&old)).expect("ring");
+        let (c, k) = before.new_session_token().expect("token");
+        let after = KeyRing::from_base64(&[generate_key_base64().expect("rng"), old]).expect("ring");
+        assert_eq!(after.session_key(&c), Some(k));
     }
 
     #[test]

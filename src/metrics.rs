@@ -34,7 +34,24 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Unix time the process started, for uptime.
     pub start_time: IntGaugeVec,
+    /// How session cookies were resolved (see `SessionLookups`).
+    pub session_lookups: SessionLookups,
     in_flight_count: AtomicI64,
+}
+
+/// `nini_auth_session_lookups_total{outcome}`, one prebuilt handle per outcome: counted on
+/// the hot path, so no label lookup per request.
+pub struct SessionLookups {
+    /// Answered from memory.
+    pub cached: prometheus::IntCounter,
+    /// Read from the store: a live session.
+    pub found: prometheus::IntCounter,
+    /// Read from the store: no such (live) session.
+    pub unknown: prometheus::IntCounter,
+    /// A recently unknown session, refused from memory.
+    pub known_unknown: prometheus::IntCounter,
+    /// Not a cookie this deployment issued (its MAC does not verify): refused in memory.
+    pub forged: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -92,6 +109,19 @@ impl Metrics {
             "TikTok data syncs by trigger and outcome.",
             &["trigger", "outcome"],
         );
+        let lookups = counter(
+            "nini_auth_session_lookups_total",
+            "Session cookies resolved, by outcome: cached, found and unknown (read from the store), \
+             known_unknown (refused from memory), forged (MAC did not verify).",
+            &["outcome"],
+        );
+        let session_lookups = SessionLookups {
+            cached: lookups.with_label_values(&["cached"]),
+            found: lookups.with_label_values(&["found"]),
+            unknown: lookups.with_label_values(&["unknown"]),
+            known_unknown: lookups.with_label_values(&["known_unknown"]),
+            forged: lookups.with_label_values(&["forged"]),
+        };
         let active_sessions = IntGauge::new("nini_auth_active_sessions", "Unexpired sessions in the store.")
             .unwrap_or_else(|e| panic!("metric: {e}"));
         let in_flight = IntGauge::new("nini_auth_in_flight_requests", "Requests being handled now.")
@@ -136,6 +166,7 @@ impl Metrics {
             active_sessions,
             in_flight,
             start_time,
+            session_lookups,
             in_flight_count: AtomicI64::new(0),
         }
     }

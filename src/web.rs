@@ -126,6 +126,22 @@ pub fn is_navigation(method: &http::Method, headers: &HeaderMap) -> bool {
     (method == http::Method::GET || method == http::Method::HEAD) && accepts_html(headers)
 }
 
+/// The key a per-client limit counts under: the IPv4 address, or the /64 an IPv6 address is
+/// in (one subscriber usually holds a whole /64, so counting single v6 addresses would give
+/// every client 2^64 tries).
+pub fn limit_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// Name/value pairs of one `Cookie` header; malformed parts are skipped, never a panic.
 pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     header.split(';').filter_map(|part| {
@@ -210,6 +226,16 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert_eq!(limit_key(ip("203.0.113.9")), "203.0.113.9");
+        assert_eq!(limit_key(ip("::ffff:203.0.113.9")), "203.0.113.9");
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(limit_key(ip("2001:db8:1:2:ffff::9")), limit_key(ip("2001:db8:1:2::1")));
+        assert_ne!(limit_key(ip("2001:db8:1:3::1")), limit_key(ip("2001:db8:1:2::1")));
+    }
 
     fn req(query: &str, cookie: &str) -> Request {
         let mut headers = HeaderMap::new();

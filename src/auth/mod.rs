@@ -124,6 +124,12 @@ impl Auth {
         })
     }
 
+    /// The session key (cache key, and in hex the stored id) of a session cookie value, only
+    /// when its MAC verifies: a forged value costs a MAC check, never a lookup.
+    pub fn session_key(&self, cookie_value: &str) -> Option<[u8; 32]> {
+        self.store.keys().session_key(cookie_value)
+    }
+
     /// `origin + path` as an absolute URL string; `path` starts with '/'.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.config.origin(), path)
@@ -133,40 +139,74 @@ impl Auth {
     /// miss reads the store once (never writes) and fills the cache; a store failure is an
     /// error, not "signed out" (the caller answers 503).
     pub async fn identity(&self, cookie_value: &str) -> Result<Option<Arc<Identity>>, StoreError> {
-        let Some(key) = session_key(cookie_value) else {
-            return Ok(None);
-        };
+        match self.session_key(cookie_value) {
+            Some(key) => self.identity_by_key(key).await,
+            None => {
+                self.metrics.session_lookups.forged.inc();
+                Ok(None)
+            }
+        }
+    }
+
+    /// The identity behind a verified session key (see `identity`).
+    async fn identity_by_key(&self, key: [u8; 32]) -> Result<Option<Arc<Identity>>, StoreError> {
+        let lookups = &self.metrics.session_lookups;
         let now = self.clock.now();
         if let Some(hit) = self.sessions.get(&key, now) {
+            lookups.cached.inc();
             if hit.note_activity {
                 self.activity.note(crypto::hex(&key), &hit.identity.user_id, now);
             }
             return Ok(Some(hit.identity));
         }
+        if self.sessions.known_missing(&key, now) {
+            lookups.known_unknown.inc();
+            return Ok(None);
+        }
         let seen = self.sessions.generation();
-        let found = self.store.session_identity(&crypto::hex(&key), now).await?;
-        Ok(found.map(|id| {
-            let id = Arc::new(id);
-            self.sessions.insert_if_unchanged(key, id.clone(), now, seen);
-            self.activity.note(crypto::hex(&key), &id.user_id, now);
-            id
-        }))
+        match self.store.session_identity(&crypto::hex(&key), now).await? {
+            Some(id) => {
+                lookups.found.inc();
+                let id = Arc::new(id);
+                self.sessions.insert_if_unchanged(key, id.clone(), now, seen);
+                self.activity.note(crypto::hex(&key), &id.user_id, now);
+                Ok(Some(id))
+            }
+            None => {
+                lookups.unknown.inc();
+                self.sessions.note_missing(key, now);
+                Ok(None)
+            }
+        }
     }
 
-    /// The identity of the first of the request's session cookies (at most
-    /// `cookies::MAX_SESSION_COOKIES` well-formed ones are looked at) that names a live
-    /// session, and whether the request carried a session cookie at all.
+    /// The identity of the request's session cookies, and whether it carried one at all.
+    /// Only values this deployment issued count (MAC-verified, in memory), and of those at
+    /// most `cookies::MAX_SESSION_COOKIES`, in header order (a more specific `Path` first):
+    /// junk cookies planted beside the real one cannot push it out, and a request stuffed
+    /// with cookies costs at most two lookups.
     pub async fn cookie_identity<'a>(
         &self,
         values: impl Iterator<Item = &'a str>,
     ) -> Result<(Option<Arc<Identity>>, bool), StoreError> {
         let mut had_cookie = false;
-        for v in values
-            .inspect(|_| had_cookie = true)
-            .filter(|v| session_key(v).is_some())
-            .take(cookies::MAX_SESSION_COOKIES)
-        {
-            if let Some(id) = self.identity(v).await? {
+        let mut keys = [None; cookies::MAX_SESSION_COOKIES];
+        let mut n = 0;
+        for v in values {
+            had_cookie = true;
+            match self.session_key(v) {
+                Some(k) => {
+                    keys[n] = Some(k);
+                    n += 1;
+                    if n == keys.len() {
+                        break;
+                    }
+                }
+                None => self.metrics.session_lookups.forged.inc(),
+            }
+        }
+        for key in keys.into_iter().flatten() {
+            if let Some(id) = self.identity_by_key(key).await? {
                 return Ok((Some(id), true));
             }
         }
@@ -185,47 +225,98 @@ impl Auth {
     }
 }
 
-/// SHA-256 of a session cookie token, as the cache key and (hex) as the stored id.
-pub fn session_key(cookie_value: &str) -> Option<[u8; 32]> {
-    crypto::decode_token(cookie_value).map(|t| crypto::sha256(&t))
-}
-
 /// True for paths the sidecar answers itself (`matching` form: lowercased, canonical).
 pub fn is_auth_path(matching: &str) -> bool {
     matching == BASE || matching.starts_with("/api/auth/")
+}
+
+/// Which methods an endpoint serves. `Read` endpoints answer GET and HEAD and change nothing;
+/// everything that changes state is POST only, except the OAuth callback, which TikTok sends
+/// as a GET (and which HEAD must not run: it would use up the state and the code).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Methods {
+    Read,
+    Post,
+    ReadOrPost,
+    CallbackGet,
+}
+
+impl Methods {
+    fn allow(self) -> &'static str {
+        match self {
+            Methods::Read => "GET, HEAD",
+            Methods::Post => "POST",
+            Methods::ReadOrPost => "GET, HEAD, POST",
+            Methods::CallbackGet => "GET",
+        }
+    }
+
+    fn permits(self, m: &http::Method) -> bool {
+        let read = m == http::Method::GET || m == http::Method::HEAD;
+        match self {
+            Methods::Read => read,
+            Methods::Post => m == http::Method::POST,
+            Methods::ReadOrPost => read || m == http::Method::POST,
+            Methods::CallbackGet => m == http::Method::GET,
+        }
+    }
+}
+
+/// The endpoints under `/api/auth` and the methods each serves.
+fn route(action: &str) -> Option<Methods> {
+    Some(match action {
+        "/signin" | "/csrf" | "/providers" | "/error" | "/jwks.json" | "/tiktok/profile" | "/tiktok/videos" => {
+            Methods::Read
+        }
+        // GET is the sign-in page's address for links (it starts nothing); POST starts.
+        "/signin/tiktok" | "/signout" | "/session" => Methods::ReadOrPost,
+        "/callback/tiktok" => Methods::CallbackGet,
+        "/webhooks/tiktok" | "/_log" => Methods::Post,
+        _ => return None,
+    })
 }
 
 /// Dispatches one `/api/auth/*` request.
 pub async fn handle(auth: &Auth, req: &Request) -> Reply {
     let action = req.path.to_ascii_lowercase();
     let action = action.strip_prefix(BASE).unwrap_or("").trim_end_matches('/');
-    let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
+    let Some(methods) = route(action) else {
+        return Reply::json(400, &json!("Bad request."));
+    };
+    if !methods.permits(&req.method) {
+        return Reply::json(
+            405,
+            &json!({ "error": "method_not_allowed", "requestId": req.request_id }),
+        )
+        .header("Allow", methods.allow().into());
+    }
     let post = req.method == http::Method::POST;
-    match (action, get, post) {
-        ("/signin", true, _) => nextauth::signin_page(auth, req),
-        ("/webhooks/tiktok", _, true) => auth.webhook.handle(req).await,
-        ("/signin/tiktok", true, _) | ("/signin/tiktok", _, true) => signin::start(auth, req).await,
-        ("/callback/tiktok", true, _) => signin::callback(auth, req).await,
-        ("/signout", true, _) => nextauth::signout_page(auth, req),
-        ("/signout", _, true) => signout::signout(auth, req).await,
-        ("/session", true, _) => nextauth::session(auth, req).await,
-        ("/session", _, true) => nextauth::session_update(auth, req).await,
-        ("/csrf", true, _) => nextauth::csrf(auth, req),
-        ("/providers", true, _) => nextauth::providers(auth),
-        ("/error", true, _) => nextauth::error_page(auth, req),
+    match (action, post) {
+        ("/signin", _) => nextauth::signin_page(auth, req),
+        ("/signin/tiktok", false) => nextauth::signin_link(auth, req),
+        ("/signin/tiktok", true) => signin::start(auth, req).await,
+        ("/callback/tiktok", _) => signin::callback(auth, req).await,
+        ("/signout", false) => nextauth::signout_page(auth, req),
+        ("/signout", true) => signout::signout(auth, req).await,
+        ("/session", false) => nextauth::session(auth, req).await,
+        ("/session", true) => nextauth::session_update(auth, req).await,
+        ("/csrf", _) => nextauth::csrf(auth, req),
+        ("/providers", _) => nextauth::providers(auth),
+        ("/error", _) => nextauth::error_page(auth, req),
         // Public keys: cacheable, unlike every other answer here.
-        ("/jwks.json", true, _) => Reply::new(200, "application/json", auth.identity_jwt.jwks().to_string())
+        ("/jwks.json", _) => Reply::new(200, "application/json", auth.identity_jwt.jwks().to_string())
             .header("Cache-Control", "public, max-age=300".into()),
-        ("/tiktok/profile", true, _) => match auth.signed_in(req).await {
+        ("/tiktok/profile", _) => match auth.signed_in(req).await {
             Ok(id) => crate::tiktok::sync::profile(&auth.sync, &req.request_id, id).await,
             Err(e) => unavailable(req, &e),
         },
-        ("/tiktok/videos", true, _) => match auth.signed_in(req).await {
+        ("/tiktok/videos", _) => match auth.signed_in(req).await {
             Ok(id) => crate::tiktok::sync::videos(&auth.sync, req, id).await,
             Err(e) => unavailable(req, &e),
         },
+        ("/webhooks/tiktok", _) => auth.webhook.handle(req).await,
         // next-auth v4 clients post their logs here; accept and drop them.
-        ("/_log", _, true) => Reply::json(200, &json!({})),
+        ("/_log", _) => Reply::json(200, &json!({})),
         _ => Reply::json(400, &json!("Bad request.")),
     }
 }

@@ -42,6 +42,17 @@ pub fn signin_page(auth: &Auth, req: &Request) -> Reply {
     with_cookie(Reply::html(200, html), cookie)
 }
 
+/// `GET /api/auth/signin/tiktok` (a link, e.g. from an app's "Sign in" button or a proxy's
+/// `rd=` redirect): the sign-in page for the same target. A GET never starts a sign-in;
+/// the page's form POSTs, with its CSRF token.
+pub fn signin_link(auth: &Auth, req: &Request) -> Reply {
+    let target = callback_target(auth, req.query_one("callbackUrl").or_else(|| req.query_one("rd")));
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("callbackUrl", &target)
+        .finish();
+    Reply::redirect(&auth.url(&format!("{BASE}/signin?{q}")))
+}
+
 pub fn signout_page(auth: &Auth, req: &Request) -> Reply {
     let (token, cookie) = match csrf::token(auth, req) {
         Ok(t) => t,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::StateProblem;
-use super::{callback_target, csrf, error_reply, session_key, Auth, AuthError};
+use super::{callback_target, csrf, error_reply, Auth, AuthError};
 use crate::crypto::{self, CryptoError};
 use crate::store::{NewLogin, Profile, Tokens};
 use crate::tiktok;
@@ -65,23 +65,18 @@ fn open(auth: &Auth, name: &str, value: &str) -> Option<Pending> {
     serde_json::from_slice(&plain).ok()
 }
 
-/// Starts a sign-in; GET (a link) or POST (the sign-in form and next-auth's `signIn()`,
-/// CSRF-checked).
+/// Starts a sign-in: `POST /api/auth/signin/tiktok` from the sign-in form or next-auth's
+/// `signIn()`, CSRF-checked.
 pub async fn start(auth: &Auth, req: &Request) -> Reply {
-    let post = req.method == http::Method::POST;
-    if post && !csrf::ok(auth, req) {
+    if !csrf::ok(auth, req) {
         return error_reply(auth, req, &AuthError::Csrf);
     }
-    let raw_target = if post {
-        req.form_one("callbackUrl").or_else(|| req.form_one("rd"))
-    } else {
-        req.query_one("callbackUrl").or_else(|| req.query_one("rd"))
-    };
-    let target = callback_target(auth, raw_target);
+    let target = callback_target(auth, req.form_one("callbackUrl").or_else(|| req.form_one("rd")));
     if let Some(ip) = req.client_ip {
         let now = auth.clock.now();
-        match auth.store.rate_hit(&format!("signin:{ip}"), 60, now).await {
-            Ok(hit) if hit.count > START_LIMIT_PER_MINUTE => {
+        let key = format!("signin:{}", crate::web::limit_key(ip));
+        match auth.store.rate_hit(&key, 60, now).await {
+            Ok(hit) if hit.count > auth.config.limits.signin_starts_per_minute => {
                 auth.metrics.oauth("failed", AuthError::TooManyStarts.reason());
                 return error_reply(auth, req, &AuthError::TooManyStarts)
                     .header("Retry-After", hit.resets_in.to_string());
@@ -261,9 +256,11 @@ async fn complete(auth: &Auth, req: &Request, pending: Pending) -> CallbackResul
 
     // A fresh session id on every sign-in; any session the browser had is deleted in the
     // same transaction (session fixation).
-    let session_token = crypto::random_token()?;
-    let key = session_key(&session_token).ok_or(AuthError::Crypto(CryptoError::Malformed))?;
-    let old_key = req.cookies(&auth.cookies.session).into_iter().find_map(session_key);
+    let (session_token, key) = auth.store.keys().new_session_token()?;
+    let old_key = req
+        .cookies(&auth.cookies.session)
+        .into_iter()
+        .find_map(|v| auth.session_key(v));
     let lifetime = auth.config.session_lifetime.as_secs() as i64;
     let new_hash = crypto::hex(&key);
     let old_hash = old_key.map(|k| crypto::hex(&k));

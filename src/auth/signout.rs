@@ -7,7 +7,7 @@
 
 use serde_json::json;
 
-use super::{callback_target, csrf, error_reply, session_key, Auth, AuthError};
+use super::{callback_target, csrf, error_reply, Auth, AuthError};
 use crate::crypto;
 use crate::web::{Reply, Request};
 
@@ -23,7 +23,7 @@ pub async fn signout(auth: &Auth, req: &Request) -> Reply {
     let keys: Vec<[u8; 32]> = req
         .cookies(&auth.cookies.session)
         .into_iter()
-        .filter_map(session_key)
+        .filter_map(|v| auth.session_key(v))
         .take(super::cookies::MAX_SESSION_COOKIES)
         .collect();
     for key in keys {

@@ -63,7 +63,9 @@ pub fn run(args: &MigrateArgs) -> ExitCode {
     }
     block_on_fresh(async move {
         // Tokens are copied sealed: no key is ever needed (or used) here.
-        let no_keys = KeyRing::from_base64(&[]).unwrap_or_else(|_| KeyRing::generate());
+        let Ok(no_keys) = KeyRing::from_base64(&[]) else {
+            return ExitCode::FAILURE;
+        };
         let source = match crate::store::open(&from, no_keys.clone()).await {
             Ok(s) => s,
             Err(e) => return super::admin::fail("opening --from", &e),

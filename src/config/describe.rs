@@ -140,6 +140,9 @@ impl Config {
             },
         );
 
+        t.section("limits");
+        t.raw("signin_starts_per_minute", self.limits.signin_starts_per_minute);
+
         t.section("identity");
         t.raw("jwt", self.identity.jwt);
         t.str("audience", &self.identity.audience);

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub log: RawLog,
     pub identity: RawIdentity,
+    pub limits: RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,6 +232,20 @@ impl Default for RawIdentity {
             jwt: true,
             audience: "nini-app".into(),
             ttl: "5m".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub signin_starts_per_minute: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            signin_starts_per_minute: 60,
         }
     }
 }

@@ -271,6 +271,13 @@ pub struct StorageConfig {
     pub cache_capacity: usize,
 }
 
+/// `[limits]`: per-client limits on what costs us without a session.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Sign-ins one client (an IPv4 address, an IPv6 /64) may start per minute.
+    pub signin_starts_per_minute: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -287,6 +294,7 @@ pub struct Config {
     pub sync: SyncConfig,
     pub ops: OpsConfig,
     pub identity: IdentityConfig,
+    pub limits: LimitsConfig,
 }
 
 impl Config {

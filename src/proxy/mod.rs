@@ -13,6 +13,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::json;
 
+pub mod forwarded;
 pub mod paths;
 
 use crate::auth::{self, headers, pages, Auth};
@@ -21,6 +22,7 @@ use crate::crypto;
 use crate::store::{Identity, StoreError};
 use crate::tiktok::tokens::TokenError;
 use crate::web::{self, Reply};
+use forwarded::Forwarded;
 
 pub struct AuthProxy {
     pub auth: Arc<Auth>,
@@ -53,43 +55,6 @@ pub struct Ctx {
     body_bytes: u64,
     status: u16,
     counted: bool,
-}
-
-/// `X-Forwarded-*` as sent by a peer in `server.trusted_proxies`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Forwarded {
-    pub for_chain: Option<String>,
-    pub proto: Option<String>,
-    pub host: Option<String>,
-    /// The URI the proxy is asking about in forward-auth mode (nginx `X-Original-URI`,
-    /// Traefik `X-Forwarded-Uri`).
-    pub uri: Option<String>,
-}
-
-impl Forwarded {
-    /// Reads the forwarding headers, keeping only well-formed values.
-    pub fn from_headers(h: &http::HeaderMap) -> Forwarded {
-        let get = |n: &str| {
-            h.get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
-        let for_chain =
-            get("x-forwarded-for").filter(|v| v.split(',').all(|ip| ip.trim().parse::<std::net::IpAddr>().is_ok()));
-        let proto = get("x-forwarded-proto").filter(|v| *v == "http" || *v == "https");
-        let host = get("x-forwarded-host")
-            .filter(|v| v.len() <= 255 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
-        let uri = get("x-original-uri")
-            .or_else(|| get("x-forwarded-uri"))
-            .filter(|v| v.starts_with('/') && v.len() <= 8192 && v.bytes().all(|b| b.is_ascii_graphic()));
-        Forwarded {
-            for_chain: for_chain.map(String::from),
-            proto: proto.map(String::from),
-            host: host.map(String::from),
-            uri: uri.map(String::from),
-        }
-    }
 }
 
 impl AuthProxy {
@@ -211,7 +176,14 @@ pub fn limits_exceeded(req: &RequestHeader, max_body: u64, request_id: &str) -> 
 }
 
 /// The socket-free view of a request for the sidecar's own endpoints.
-fn web_request(session: &Session, ctx: &Ctx, path: String, query: Option<String>, body: Bytes) -> web::Request {
+fn web_request(
+    session: &Session,
+    ctx: &Ctx,
+    trusted: &[crate::config::Cidr],
+    path: String,
+    query: Option<String>,
+    body: Bytes,
+) -> web::Request {
     let h = session.req_header();
     web::Request {
         method: h.method.clone(),
@@ -221,19 +193,16 @@ fn web_request(session: &Session, ctx: &Ctx, path: String, query: Option<String>
         body,
         request_id: ctx.request_id.clone(),
         forwarded_uri: ctx.forwarded.as_ref().and_then(|f| f.uri.clone()),
-        client_ip: client_ip(session, ctx),
+        client_ip: client_ip(session, ctx, trusted),
     }
 }
 
-/// The client's address: the first hop a trusted proxy reported, else the peer.
-fn client_ip(session: &Session, ctx: &Ctx) -> Option<std::net::IpAddr> {
-    let reported = ctx
-        .forwarded
-        .as_ref()
-        .and_then(|f| f.for_chain.as_deref())
-        .and_then(|chain| chain.split(',').next())
-        .and_then(|ip| ip.trim().parse().ok());
-    reported.or_else(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+/// The client's address: the rightmost address in a trusted proxy's `X-Forwarded-For` that
+/// is not itself a trusted proxy (see `forwarded::client_address`), else the peer.
+fn client_ip(session: &Session, ctx: &Ctx, trusted: &[crate::config::Cidr]) -> Option<std::net::IpAddr> {
+    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let chain = ctx.forwarded.as_ref().and_then(|f| f.for_chain.as_deref());
+    forwarded::client_address(chain, peer, trusted)
 }
 
 fn is_navigation(req: &RequestHeader) -> bool {
@@ -297,7 +266,14 @@ impl ProxyHttp for AuthProxy {
         // not routing: judged on the raw path, before dot segments could move it elsewhere.
         if let Some(suffix) = auth::verify::verify_suffix(req.uri.path()) {
             ctx.route = "auth";
-            let wreq = web_request(session, ctx, format!("{}/verify", auth::BASE), None, Bytes::new());
+            let wreq = web_request(
+                session,
+                ctx,
+                &app.config.ops.trusted_proxies,
+                format!("{}/verify", auth::BASE),
+                None,
+                Bytes::new(),
+            );
             let reply = auth::verify::verify(app, &wreq, suffix.is_some()).await;
             return self.answer(session, ctx, reply).await;
         }
@@ -323,7 +299,14 @@ impl ProxyHttp for AuthProxy {
                 let reply = Reply::json(413, &json!({ "error": "payload_too_large" }));
                 return self.answer(session, ctx, reply).await;
             };
-            let wreq = web_request(session, ctx, canonical.forward.clone(), query, body);
+            let wreq = web_request(
+                session,
+                ctx,
+                &app.config.ops.trusted_proxies,
+                canonical.forward.clone(),
+                query,
+                body,
+            );
             let reply = auth::handle(app, &wreq).await;
             return self.answer(session, ctx, reply).await;
         }

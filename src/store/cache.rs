@@ -32,6 +32,11 @@ struct Entry {
 
 pub struct SessionCache {
     entries: quick_cache::sync::Cache<[u8; 32], Arc<Entry>>,
+    /// Session keys the store recently said it does not know (signed-out or expired cookies a
+    /// browser keeps sending), with when: refused from memory for `MISSING_TTL`. A key can
+    /// only become valid by being issued, and issued keys are fresh random values, so this
+    /// never hides a new session.
+    missing: quick_cache::sync::Cache<[u8; 32], i64>,
     users: Mutex<Users>,
     /// Bumped by every removal: a lookup that read the store before a removal must not
     /// insert what it read afterwards (it may be the very session just signed out).
@@ -46,6 +51,9 @@ struct Users {
     sweep_at: usize,
 }
 
+/// How long a session key the store did not know is refused without asking again.
+const MISSING_TTL: i64 = 60;
+
 /// What a hit tells the caller besides the identity.
 pub struct Hit {
     pub identity: Arc<Identity>,
@@ -58,6 +66,7 @@ impl SessionCache {
     pub fn new(capacity: usize, ttl_secs: i64) -> SessionCache {
         SessionCache {
             entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            missing: quick_cache::sync::Cache::new((capacity / 10).max(1000)),
             users: Mutex::new(Users {
                 epochs: HashMap::new(),
                 sweep_at: 1024,
@@ -86,6 +95,16 @@ impl SessionCache {
             identity: e.identity.clone(),
             note_activity,
         })
+    }
+
+    /// Whether the store said recently that it does not know this session.
+    pub fn known_missing(&self, key: &[u8; 32], now: i64) -> bool {
+        self.missing.get(key).is_some_and(|at| now - at < MISSING_TTL)
+    }
+
+    /// Remembers that the store does not know this session.
+    pub fn note_missing(&self, key: [u8; 32], now: i64) {
+        self.missing.insert(key, now);
     }
 
     /// The value to hand back to `insert_if_unchanged` after reading the store.
@@ -296,6 +315,15 @@ mod tests {
         // A session created here is noted at its first use.
         c.insert([2; 32], identity("u1", 1000), 0);
         assert!(c.get(&[2; 32], 1).map(|h| h.note_activity).unwrap_or(false));
+    }
+
+    #[test]
+    fn unknown_sessions_are_remembered_for_a_minute() {
+        let c = SessionCache::new(10, 60);
+        assert!(!c.known_missing(&[9; 32], 0));
+        c.note_missing([9; 32], 0);
+        assert!(c.known_missing(&[9; 32], 59));
+        assert!(!c.known_missing(&[9; 32], 60));
     }
 
     #[test]

@@ -278,6 +278,27 @@ pub(crate) fn reseal(keys: &KeyRing, sealed: &str, aad: &str) -> Result<String, 
     keys.seal(&keys.open(sealed, aad)?, aad)
 }
 
+/// A user's two sealed tokens re-sealed under the primary key in the current format, or
+/// None when both already are (only the ids are compared: opening every current value would
+/// make a re-run as slow as the first run); an error when a value does not open.
+pub(crate) fn reseal_pair(
+    keys: &KeyRing,
+    user_id: &str,
+    access: Option<&str>,
+    refresh: Option<&str>,
+) -> Result<Option<(Option<String>, Option<String>)>, CryptoError> {
+    let values = [("access_token", access), ("refresh_token", refresh)];
+    if values.iter().all(|(_, v)| v.is_none_or(|s| keys.is_current(s))) {
+        return Ok(None);
+    }
+    let mut out = values
+        .iter()
+        .map(|(col, v)| v.map(|s| reseal(keys, s, &aad(col, user_id))).transpose());
+    let a = out.next().transpose()?.flatten();
+    let r = out.next().transpose()?.flatten();
+    Ok(Some((a, r)))
+}
+
 /// Opaque, URL-safe id for users and sessions: 128 random bits, hex.
 pub(crate) fn new_id() -> Result<String, CryptoError> {
     Ok(crate::crypto::hex(&crate::crypto::random_bytes::<16>()?))

@@ -50,8 +50,9 @@ fn issued_access_token(env: &TestEnv) -> String {
         .to_string()
 }
 
-fn session_prefix(cookie: &str) -> String {
-    let key = nini_auth::auth::session_key(cookie).expect("session cookie decodes");
+fn session_prefix(env: &TestEnv, cookie: &str) -> String {
+    let ring = nini_auth::crypto::KeyRing::from_base64(&env.keys).expect("ring");
+    let key = ring.session_key(cookie).expect("session cookie verifies");
     nini_auth::crypto::hex(&key)[..12].to_string()
 }
 
@@ -134,7 +135,7 @@ async fn users_and_sessions_are_listed_and_revocation_reaches_the_running_sideca
     let out = admin(&cfg, &env.keys, &["users", "list", "--json"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!out.stdout.contains(&access), "access token leaked: {}", out.stdout);
-    assert!(!out.stdout.contains("v1."), "sealed value leaked: {}", out.stdout);
+    assert!(!out.stdout.contains("v2."), "sealed value leaked: {}", out.stdout);
     let users = out.json();
     let list = users.as_array().expect("array");
     assert_eq!(list.len(), 1);
@@ -176,7 +177,7 @@ async fn users_and_sessions_are_listed_and_revocation_reaches_the_running_sideca
         .iter()
         .map(|s| s["session"].as_str().expect("prefix"))
         .collect();
-    let (p1, p2) = (session_prefix(&s1), session_prefix(&s2));
+    let (p1, p2) = (session_prefix(&env, &s1), session_prefix(&env, &s2));
     assert!(
         prefixes.contains(&p1.as_str()) && prefixes.contains(&p2.as_str()),
         "{prefixes:?}"
@@ -253,7 +254,7 @@ async fn keys_rotate_reseals_every_token_and_can_be_rerun() {
     let now = unix_now();
     let current = user_sealed_with(&env.raw_db, &[&new, &old], "already-current", now, now + 3600).await;
     let before = sealed_values(&env.raw_db);
-    assert!(before.iter().any(|(_, v)| v.starts_with(&format!("v1.{old_id}."))));
+    assert!(before.iter().any(|(_, v)| v.starts_with(&format!("v2.{old_id}."))));
 
     let ring = [new.clone(), old.clone()];
     let out = admin(&cfg, &ring, &["keys", "rotate", "--json"]).await;
@@ -269,7 +270,7 @@ async fn keys_rotate_reseals_every_token_and_can_be_rerun() {
     assert_eq!(after.len(), 4, "{after:?}");
     for (what, v) in &after {
         assert!(
-            v.starts_with(&format!("v1.{new_id}.")),
+            v.starts_with(&format!("v2.{new_id}.")),
             "{what} not under the new key: {v}"
         );
     }
@@ -298,7 +299,10 @@ async fn keys_rotate_reseals_every_token_and_can_be_rerun() {
         store.tokens(&current).await.expect("opens"),
         Some(tokens("already-current"))
     );
-    // And sign-out revokes at TikTok with the right token.
+    // And sign-out revokes at TikTok with the right token. Session cookies carry a MAC
+    // under the key that issued them: a session from before the rotation needs the old key
+    // in the ring (docs/operations.md, key rotation) — without it, it would simply end.
+    env.restart_with_keys(vec![new.clone(), old.clone()]).await;
     let page = b.get(&env.url("/api/auth/signout")).await;
     let csrf = extract_value(&page.body, "csrfToken").expect("csrf");
     let r = b
@@ -358,7 +362,7 @@ async fn purge_counts_expired_sessions_and_used_states() {
     let live = out.json();
     assert_eq!(live.as_array().map(Vec::len), Some(1), "{live}");
     assert_eq!(live[0]["user_id"], uid.as_str());
-    assert_eq!(live[0]["session"], session_prefix(&session).as_str());
+    assert_eq!(live[0]["session"], session_prefix(&env, &session).as_str());
 }
 
 #[test]

@@ -70,7 +70,7 @@ async fn full_login_reaches_upstream_with_identity_headers() {
         .map(|(_, v)| v)
         .expect("value");
     assert!(
-        sealed.starts_with("v1.") && !sealed.contains(state.as_str()),
+        sealed.starts_with("v2.") && !sealed.contains(state.as_str()),
         "sealed: {state_cookie}"
     );
 
@@ -88,7 +88,7 @@ async fn full_login_reaches_upstream_with_identity_headers() {
     }
     assert!(!sc.contains("Domain"), "{sc}");
     let token = b.cookie(session_cookie_name()).expect("stored");
-    assert_eq!(token.len(), 43, "256-bit token");
+    assert_eq!(token.len(), 64, "256 random bits and a 128-bit MAC, base64url");
 
     // The code was exchanged decoded exactly once, with client_key and form encoding.
     let tok = env.mock.requests_to("/v2/oauth/token/");

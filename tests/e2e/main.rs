@@ -6,6 +6,8 @@ mod support;
 mod pg;
 // One conformance suite for both store backends (SQLite always, PostgreSQL when available).
 mod store_conformance;
+// Defects a security review found: methods, sign-in floods, forged cookies, sign-out scope.
+mod hardening;
 // Several real replicas on one PostgreSQL: sign-ins, revocation, refresh, failures, migration.
 mod replicas;
 

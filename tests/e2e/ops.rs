@@ -120,10 +120,7 @@ async fn json_logs_parse_and_never_contain_secrets() {
 
     // A full login, a session read, an error, a sign-out.
     let b = Browser::new();
-    let start = b
-        .get(&format!("{base}/api/auth/signin/tiktok?callbackUrl=%2Fdashboard"))
-        .await;
-    let authorize = start.location().expect("authorize").to_string();
+    let authorize = b.start_at(&base, "/dashboard").await;
     let cb = b.consent(&authorize, "authorize").await;
     let done = b.get(&cb).await;
     assert_eq!(done.status, 302);

@@ -223,18 +223,35 @@ async fn login_replaces_a_preexisting_session_cookie() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_in_starts_are_limited_per_address() {
+    let limit = 20;
     let env = TestEnv::builder()
-        .raw(|r| r.server.trusted_proxies = vec!["127.0.0.1/32".into()])
+        .raw(move |r| {
+            r.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            r.limits.signin_starts_per_minute = limit;
+        })
         .start()
         .await;
-    let limit = nini_auth::auth::signin::START_LIMIT_PER_MINUTE;
     let api = Browser::api();
+    let csrf = api.csrf(&env).await;
     let url = env.url("/api/auth/signin/tiktok");
+    let start = |from: String| {
+        let (api, url, csrf) = (&api, &url, &csrf);
+        async move {
+            let req = api
+                .client
+                .post(url.as_str())
+                .header("X-Forwarded-For", from)
+                .form(&[("csrfToken", csrf.as_str())]);
+            api.send(req).await
+        }
+    };
+    // The client rotates what it writes into X-Forwarded-For itself; a proxy that appends
+    // puts the real address last (sometimes with its port): that is what counts.
     for i in 0..limit {
-        let r = api.get_with(&url, &[("X-Forwarded-For", "203.0.113.7")]).await;
-        assert_eq!(r.status, 302, "start {i}");
+        let r = start(format!("198.51.100.{i}, 203.0.113.7:{}", 40000 + i)).await;
+        assert_eq!(r.status, 302, "start {i}: {}", r.body);
     }
-    let r = api.get_with(&url, &[("X-Forwarded-For", "203.0.113.7")]).await;
+    let r = start("6.6.6.6, 203.0.113.7".into()).await;
     assert_eq!(r.status, 429, "{}", r.body);
     // Until the current one-minute window ends.
     let wait: u64 = r
@@ -243,13 +260,13 @@ async fn sign_in_starts_are_limited_per_address() {
         .expect("Retry-After");
     assert!((1..=60).contains(&wait), "{wait}");
     // Another client is not affected, and the limit resets with the minute.
-    assert_eq!(
-        api.get_with(&url, &[("X-Forwarded-For", "203.0.113.8")]).await.status,
-        302
-    );
+    assert_eq!(start("203.0.113.8".into()).await.status, 302);
+    // An IPv6 client counts by its /64: other addresses in it share the budget.
+    for i in 0..limit {
+        assert_eq!(start(format!("[2001:db8:7:7::{i:x}]:443")).await.status, 302);
+    }
+    assert_eq!(start("2001:db8:7:7:ffff::1".into()).await.status, 429);
+    assert_eq!(start("2001:db8:7:8::1".into()).await.status, 302, "another /64");
     env.sidecar().auth.clock.advance(60);
-    assert_eq!(
-        api.get_with(&url, &[("X-Forwarded-For", "203.0.113.7")]).await.status,
-        302
-    );
+    assert_eq!(start("203.0.113.7".into()).await.status, 302);
 }

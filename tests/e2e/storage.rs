@@ -40,7 +40,7 @@ async fn database_holds_no_plaintext_tokens_and_survives_restart() {
         })
         .expect("user row");
     assert!(
-        access.starts_with("v1.") && refresh.starts_with("v1."),
+        access.starts_with("v2.") && refresh.starts_with("v2."),
         "sealed: {access}"
     );
     let stored_session: String = conn

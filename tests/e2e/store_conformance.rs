@@ -288,8 +288,8 @@ async fn tokens_are_sealed_and_open_only_with_the_ring(f: Fixture) {
         u.sealed_access_token.clone().expect("a"),
         u.sealed_refresh_token.clone().expect("r"),
     );
-    assert!(access.starts_with("v1.") && !access.contains("act.o"), "{access}");
-    assert!(refresh.starts_with("v1.") && !refresh.contains("rft.o"));
+    assert!(access.starts_with("v2.") && !access.contains("act.o"), "{access}");
+    assert!(refresh.starts_with("v2.") && !refresh.contains("rft.o"));
     let stranger = f
         .open_with(&[nini_auth::crypto::generate_key_base64().expect("key")])
         .await;
@@ -628,7 +628,7 @@ async fn operator_views_revoke_and_never_show_tokens(f: Fixture) {
     assert_eq!(users.len(), 2);
     assert_eq!(users[0].open_id, "b", "newest first");
     let dump = format!("{users:?}");
-    assert!(!dump.contains("act.a") && !dump.contains("v1."), "{dump}");
+    assert!(!dump.contains("act.a") && !dump.contains("v2."), "{dump}");
     let ua = users.iter().find(|u| u.id == a).expect("a");
     assert_eq!(ua.sessions, 1);
     assert!(ua.tokens.present);

@@ -327,14 +327,30 @@ impl Browser {
 
     /// Starts a sign-in and returns the authorize URL TikTok would be sent to.
     pub async fn start_signin(&self, env: &TestEnv, callback: &str) -> String {
-        let url = format!(
-            "{}?callbackUrl={}",
-            env.url("/api/auth/signin/tiktok"),
-            urlencode(callback)
-        );
-        let r = self.get(&url).await;
+        self.start_at(&env.url(""), callback).await
+    }
+
+    /// Starts a sign-in at the sidecar (or front proxy) `base` the way the sign-in page's
+    /// form does: a CSRF token, then `POST /api/auth/signin/tiktok`. Returns the authorize
+    /// URL TikTok would be sent to.
+    pub async fn start_at(&self, base: &str, callback: &str) -> String {
+        let r = self.start_response(base, callback).await;
         assert_eq!(r.status, 302, "sign-in start: {}", r.body);
         r.location().expect("location").to_string()
+    }
+
+    /// Like `start_at`, returning the start's response as it is.
+    pub async fn start_response(&self, base: &str, callback: &str) -> Resp {
+        let base = base.trim_end_matches('/');
+        let csrf = self.get(&format!("{base}/api/auth/csrf")).await.json()["csrfToken"]
+            .as_str()
+            .expect("csrfToken")
+            .to_string();
+        self.post_form(
+            &format!("{base}/api/auth/signin/tiktok"),
+            &[("csrfToken", csrf.as_str()), ("callbackUrl", callback)],
+        )
+        .await
     }
 
     /// Submits the mock's consent page (as a person clicking) and returns the callback URL

@@ -138,13 +138,7 @@ async fn login_over_https_with_a_dev_certificate() {
     );
     assert_eq!(hsts(&r), "max-age=31536000; includeSubDomains");
 
-    let start = b
-        .get(&format!(
-            "{}/api/auth/signin/tiktok?callbackUrl={}",
-            t.base,
-            urlencode(&format!("{}/dashboard", t.base))
-        ))
-        .await;
+    let start = b.start_response(&t.base, &format!("{}/dashboard", t.base)).await;
     assert_eq!(start.status, 302, "{}", start.body);
     let authorize = url::Url::parse(start.location().expect("location")).expect("url");
     let q: std::collections::BTreeMap<String, String> = authorize.query_pairs().into_owned().collect();

@@ -9,9 +9,9 @@ use tokio_postgres::Row;
 use super::queries::invalidate_users;
 use super::sql::{count, execute, limit, query, query_opt};
 use super::sync::{video_row, VIDEO_COLUMNS};
-use crate::crypto::{CryptoError, KeyRing};
+use crate::crypto::KeyRing;
 use crate::store::{
-    aad, reseal, AdminSession, AdminUser, ImportCounts, Record, RecordKind, Revoked, RotateReport, SessionRecord,
+    reseal_pair, AdminSession, AdminUser, ImportCounts, Record, RecordKind, Revoked, RotateReport, SessionRecord,
     StoreError, TokenInfo, UserRecord, VideoRecord, ROTATE_BATCH,
 };
 
@@ -156,12 +156,6 @@ pub async fn revoke(tx: &Transaction<'_>, user: Option<&str>) -> Result<Revoked,
     }
 }
 
-/// Whether a sealed value is already under `primary` (only the id is compared: opening every
-/// current value would make a re-run as slow as the first run).
-fn is_current(sealed: &str, primary: &str) -> bool {
-    KeyRing::sealed_key_id(sealed) == Some(primary)
-}
-
 /// Up to `ROTATE_BATCH` users with ids after `after`, locked (`FOR UPDATE`) and rewritten in
 /// the caller's transaction, so a concurrent refresh either waits for this batch or has
 /// already committed and is what gets re-sealed. Returns the last id seen, or None when no
@@ -170,7 +164,6 @@ fn is_current(sealed: &str, primary: &str) -> bool {
 pub async fn rotate_batch(
     tx: &Transaction<'_>,
     keys: &KeyRing,
-    primary: &str,
     after: &str,
     report: &mut RotateReport,
 ) -> Result<Option<String>, StoreError> {
@@ -187,7 +180,7 @@ pub async fn rotate_batch(
         let id: String = r.try_get(0)?;
         let access: Option<String> = r.try_get(1)?;
         let refresh: Option<String> = r.try_get(2)?;
-        match reseal_pair(keys, primary, &id, access.as_deref(), refresh.as_deref()) {
+        match reseal_pair(keys, &id, access.as_deref(), refresh.as_deref()) {
             Ok(None) => report.current += 1,
             Ok(Some((a, rf))) => {
                 // updated_at stays: the tokens are the same, only their envelope changed
@@ -208,29 +201,6 @@ pub async fn rotate_batch(
         last = Some(id);
     }
     Ok(last)
-}
-
-type SealedPair = (Option<String>, Option<String>);
-
-/// Both sealed tokens of a user re-sealed under the primary key, or None when both already
-/// are; an error when a value does not open.
-fn reseal_pair(
-    keys: &KeyRing,
-    primary: &str,
-    user_id: &str,
-    access: Option<&str>,
-    refresh: Option<&str>,
-) -> Result<Option<SealedPair>, CryptoError> {
-    let values = [("access_token", access), ("refresh_token", refresh)];
-    if values.iter().all(|(_, v)| v.is_none_or(|s| is_current(s, primary))) {
-        return Ok(None);
-    }
-    let mut out = values
-        .iter()
-        .map(|(col, v)| v.map(|s| reseal(keys, s, &aad(col, user_id))).transpose());
-    let a = out.next().transpose()?.flatten();
-    let r = out.next().transpose()?.flatten();
-    Ok(Some((a, r)))
 }
 
 const USER_RECORD_SQL: &str = "SELECT u.id, u.username, u.email, u.tiktok_id, u.tiktok_username, u.avatar,

@@ -33,7 +33,7 @@ const MIN_TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The per-connection settings: the URL's own, plus ours. A URL that does not parse is an
 /// `Open` error naming the config key and the redacted URL, never the password.
-pub(super) fn pg_config(url: &PgUrl, cfg: &StorageConfig) -> Result<tokio_postgres::Config, StoreError> {
+pub(super) fn pg_config(url: &PgUrl, cfg: &StorageConfig, origin: &str) -> Result<tokio_postgres::Config, StoreError> {
     let mut pg = tokio_postgres::Config::from_str(url.expose()).map_err(|e| StoreError::Open {
         what: WHAT.into(),
         reason: scrub(
@@ -52,6 +52,9 @@ pub(super) fn pg_config(url: &PgUrl, cfg: &StorageConfig) -> Result<tokio_postgr
         options.push(' ');
     }
     options.push_str(&format!("-c statement_timeout={}", cfg.statement_timeout.as_millis()));
+    // Which store wrote an invalidation (read back with current_setting in the insert): a
+    // store's own follower skips them, the writer having updated its caches already.
+    options.push_str(&format!(" -c nini_auth.origin={origin}"));
     pg.options(options);
     // An explicit application_name in the URL (several deployments sharing a server) wins.
     if pg.get_application_name().is_none() {

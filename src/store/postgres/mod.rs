@@ -60,6 +60,8 @@ struct Inner {
     keys: KeyRing,
     /// Settings for connections outside the pool (the invalidation listener).
     pg: tokio_postgres::Config,
+    /// This store's id in the invalidations it writes.
+    origin: String,
     handle: tokio::runtime::Handle,
     /// Declared last: dropped after the pool.
     _runtime: DbRuntime,
@@ -91,7 +93,8 @@ impl PgStore {
     /// Connects (within `storage.connect_timeout`), then creates or migrates the schema.
     /// Works from inside any runtime: the connecting happens on the store's own.
     pub async fn open(url: &PgUrl, cfg: &StorageConfig, keys: KeyRing) -> Result<PgStore, StoreError> {
-        let pg = connect::pg_config(url, cfg)?;
+        let origin = new_id()?;
+        let pg = connect::pg_config(url, cfg, &origin)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(DB_WORKERS)
             .thread_name("nini-auth-db")
@@ -139,6 +142,7 @@ impl PgStore {
                 locks,
                 keys,
                 pg,
+                origin,
                 handle,
                 _runtime: runtime,
             }),
@@ -398,7 +402,13 @@ impl Store for PgStore {
         // The follower runs on the database runtime; the sink is called here, on the
         // caller's task, so whatever it spawns lives on the caller's runtime, not ours.
         let (tx, mut rx) = tokio::sync::mpsc::channel(notify::QUEUE);
-        let follower = notify::follow(self.inner.pool.clone(), self.inner.pg.clone(), tx, stop);
+        let follower = notify::follow(
+            self.inner.pool.clone(),
+            self.inner.pg.clone(),
+            self.inner.origin.clone(),
+            tx,
+            stop,
+        );
         let _task = AbortOnDrop(self.inner.handle.spawn(follower));
         // Ends when the follower returns (stop turned true) and drops its sender.
         while let Some(inv) = rx.recv().await {
@@ -560,7 +570,7 @@ impl Store for PgStore {
             // most one batch's row locks.
             loop {
                 let tx = c.transaction().await?;
-                let last = admin::rotate_batch(&tx, &ctx.keys, &primary, &after, &mut report).await?;
+                let last = admin::rotate_batch(&tx, &ctx.keys, &after, &mut report).await?;
                 tx.commit().await?;
                 match last {
                     Some(id) => after = id,

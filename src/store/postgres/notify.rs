@@ -116,23 +116,44 @@ struct Payload {
     seq: Option<i64>,
     u: Option<String>,
     s: Option<String>,
+    /// The writing store's id.
+    o: Option<String>,
 }
 
 /// What a notification says. Besides our JSON, `u:<user id>`, `s:<session hash>` and `all`
 /// are accepted so an operator can invalidate by hand with NOTIFY.
-fn parse(payload: &str) -> Option<(Option<i64>, Invalidation)> {
+fn parse(payload: &str) -> Option<Parsed> {
+    let by_hand = |i| {
+        Some(Parsed {
+            seq: None,
+            origin: None,
+            inv: i,
+        })
+    };
     if payload == "all" {
-        return Some((None, Invalidation::EVERYTHING));
+        return by_hand(Invalidation::EVERYTHING);
     }
     if let Some(user) = payload.strip_prefix("u:") {
-        return Some((None, inv(Some(user.to_string()), None)));
+        return by_hand(inv(Some(user.to_string()), None));
     }
     if let Some(session) = payload.strip_prefix("s:") {
-        return Some((None, inv(None, Some(session.to_string()))));
+        return by_hand(inv(None, Some(session.to_string())));
     }
     let p: Payload = serde_json::from_str(payload).ok()?;
     // A row with neither user nor session is "everything"; without a seq it is not ours.
-    p.seq.map(|seq| (Some(seq), inv(p.u, p.s)))
+    p.seq.map(|seq| Parsed {
+        seq: Some(seq),
+        origin: p.o,
+        inv: inv(p.u, p.s),
+    })
+}
+
+/// A notification's content.
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
+    seq: Option<i64>,
+    origin: Option<String>,
+    inv: Invalidation,
 }
 
 fn inv(user_id: Option<String>, session_hash: Option<String>) -> Invalidation {
@@ -150,19 +171,19 @@ async fn server_clock(c: &impl deadpool_postgres::GenericClient) -> Result<f64, 
 
 /// Rows created after `since - SLACK`, in seq order, and the server clock read before them
 /// (the next poll's `since`).
-async fn read_window(pool: &Pool, since: f64) -> Result<(f64, Vec<(i64, Invalidation)>), StoreError> {
+async fn read_window(pool: &Pool, since: f64) -> Result<(f64, Vec<(i64, Option<String>, Invalidation)>), StoreError> {
     let c = pool.get().await?;
     let clock = server_clock(&c).await?;
     let rows = query(
         &c,
-        "SELECT seq, user_id, session_token FROM nini_auth.invalidations
+        "SELECT seq, user_id, session_token, origin FROM nini_auth.invalidations
          WHERE created_at > to_timestamp($1::float8) ORDER BY seq",
         &[&(since - SLACK_SECS)],
     )
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        out.push((r.try_get(0)?, inv(r.try_get(1)?, r.try_get(2)?)));
+        out.push((r.try_get(0)?, r.try_get(3)?, inv(r.try_get(1)?, r.try_get(2)?)));
     }
     Ok((clock, out))
 }
@@ -209,6 +230,7 @@ async fn next_notification(listener: &mut Option<Listener>) -> Option<Notificati
 pub async fn follow(
     pool: Pool,
     pg: tokio_postgres::Config,
+    origin: String,
     out: mpsc::Sender<Invalidation>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -246,8 +268,10 @@ pub async fn follow(
             _ = stopped(&mut stop) => return,
             n = next_notification(&mut listener) => match n {
                 Some(n) => match parse(n.payload()) {
-                    Some((seq, inv)) => {
-                        if seq.is_none_or(|seq| seen.insert(seq)) && out.send(inv).await.is_err() {
+                    Some(p) => {
+                        let new = p.seq.is_none_or(|seq| seen.insert(seq));
+                        let ours = p.origin.as_deref() == Some(origin.as_str());
+                        if new && !ours && out.send(p.inv).await.is_err() {
                             return;
                         }
                     }
@@ -304,8 +328,9 @@ pub async fn follow(
                                 return;
                             }
                         }
-                        for (seq, inv) in rows {
-                            if seen.insert(seq) && out.send(inv).await.is_err() {
+                        for (seq, from, inv) in rows {
+                            let ours = from.as_deref() == Some(origin.as_str());
+                            if seen.insert(seq) && !ours && out.send(inv).await.is_err() {
                                 return;
                             }
                         }
@@ -332,15 +357,22 @@ mod tests {
 
     #[test]
     fn payloads() {
-        let (seq, i) = parse(r#"{"seq":7,"u":"abc","s":null}"#).expect("json");
-        assert_eq!(seq, Some(7));
-        assert_eq!(i, inv(Some("abc".into()), None));
-        assert_eq!(parse("s:h1"), Some((None, inv(None, Some("h1".into())))));
-        assert_eq!(parse("u:x"), Some((None, inv(Some("x".into()), None))));
+        let p = parse(r#"{"seq":7,"u":"abc","s":null,"o":"me"}"#).expect("json");
+        assert_eq!((p.seq, p.origin.as_deref()), (Some(7), Some("me")));
+        assert_eq!(p.inv, inv(Some("abc".into()), None));
+        let by_hand = |i| {
+            Some(Parsed {
+                seq: None,
+                origin: None,
+                inv: i,
+            })
+        };
+        assert_eq!(parse("s:h1"), by_hand(inv(None, Some("h1".into()))));
+        assert_eq!(parse("u:x"), by_hand(inv(Some("x".into()), None)));
         assert_eq!(parse("garbage"), None);
         assert_eq!(parse(r#"{"u":"x"}"#), None, "not ours without a seq");
-        assert_eq!(parse(r#"{"seq":1}"#), Some((Some(1), Invalidation::EVERYTHING)));
-        assert_eq!(parse("all"), Some((None, Invalidation::EVERYTHING)));
+        assert_eq!(parse(r#"{"seq":1}"#).map(|p| p.inv), Some(Invalidation::EVERYTHING));
+        assert_eq!(parse("all"), by_hand(Invalidation::EVERYTHING));
     }
 
     #[test]

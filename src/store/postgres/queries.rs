@@ -86,11 +86,13 @@ async fn record_invalidations(
     execute(
         c,
         "WITH ins AS (
-            INSERT INTO nini_auth.invalidations (user_id, session_token)
-            SELECT u, s FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(u, s, n) ORDER BY n
-            RETURNING seq, user_id, session_token
+            INSERT INTO nini_auth.invalidations (user_id, session_token, origin)
+            SELECT u, s, current_setting('nini_auth.origin', true)
+            FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(u, s, n) ORDER BY n
+            RETURNING seq, user_id, session_token, origin
          )
-         SELECT pg_notify('nini_auth_invalidations', json_build_object('seq', seq, 'u', user_id, 's', session_token)::text)
+         SELECT pg_notify('nini_auth_invalidations',
+                          json_build_object('seq', seq, 'u', user_id, 's', session_token, 'o', origin)::text)
          FROM ins",
         &[&users, &sessions],
     )

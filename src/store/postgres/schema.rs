@@ -307,6 +307,8 @@ CREATE TABLE nini_auth.invalidations (
     seq           bigserial PRIMARY KEY,
     user_id       text,
     session_token text,
+    -- The store (process) that wrote it: its own follower skips it.
+    origin        text,
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX invalidations_created_at ON nini_auth.invalidations (created_at);

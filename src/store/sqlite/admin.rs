@@ -6,9 +6,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::queries::invalidate;
 use super::sync::{video_row, VIDEO_COLUMNS};
-use crate::crypto::{CryptoError, KeyRing};
+use crate::crypto::KeyRing;
 use crate::store::{
-    aad, reseal, AdminSession, AdminUser, ImportCounts, Record, RecordKind, Revoked, RotateReport, SessionRecord,
+    reseal_pair, AdminSession, AdminUser, ImportCounts, Record, RecordKind, Revoked, RotateReport, SessionRecord,
     StoreError, TokenInfo, UserRecord, VideoRecord, ROTATE_BATCH,
 };
 
@@ -121,19 +121,12 @@ pub fn revoke(c: &mut Connection, user: Option<&str>, now: i64) -> Result<Revoke
     })
 }
 
-/// Whether a sealed value is already under `primary` (only the id is compared: opening every
-/// current value would make a re-run as slow as the first run).
-pub fn is_current(sealed: &str, primary: &str) -> bool {
-    KeyRing::sealed_key_id(sealed) == Some(primary)
-}
-
 /// Up to `ROTATE_BATCH` users with ids after `after`, read and rewritten inside one write
 /// transaction so a concurrent refresh cannot be overwritten with older tokens. Returns the
 /// last id seen and whether the table is exhausted.
 pub fn rotate_batch(
     c: &mut Connection,
     keys: &KeyRing,
-    primary: &str,
     after: &str,
     report: &mut RotateReport,
 ) -> Result<(String, bool), StoreError> {
@@ -153,7 +146,7 @@ pub fn rotate_batch(
     let done = rows.len() < ROTATE_BATCH;
     let last = rows.last().map(|r| r.0.clone()).unwrap_or_default();
     for (id, access, refresh) in rows {
-        match reseal_pair(keys, primary, &id, access.as_deref(), refresh.as_deref()) {
+        match reseal_pair(keys, &id, access.as_deref(), refresh.as_deref()) {
             Ok(None) => report.current += 1,
             Ok(Some((a, r))) => {
                 tx.execute(
@@ -170,29 +163,6 @@ pub fn rotate_batch(
     }
     tx.commit()?;
     Ok((last, done))
-}
-
-type SealedPair = (Option<String>, Option<String>);
-
-/// Both sealed tokens of a user re-sealed under the primary key, or None when both already
-/// are; an error when a value does not open.
-pub fn reseal_pair(
-    keys: &KeyRing,
-    primary: &str,
-    user_id: &str,
-    access: Option<&str>,
-    refresh: Option<&str>,
-) -> Result<Option<SealedPair>, CryptoError> {
-    let values = [("access_token", access), ("refresh_token", refresh)];
-    if values.iter().all(|(_, v)| v.is_none_or(|s| is_current(s, primary))) {
-        return Ok(None);
-    }
-    let mut out = values
-        .iter()
-        .map(|(col, v)| v.map(|s| reseal(keys, s, &aad(col, user_id))).transpose());
-    let a = out.next().transpose()?.flatten();
-    let r = out.next().transpose()?.flatten();
-    Ok(Some((a, r)))
 }
 
 const USER_RECORD_COLUMNS: &str = "id, username, email, tiktok_id, tiktok_username, avatar, display_name,

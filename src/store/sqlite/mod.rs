@@ -51,6 +51,8 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     keys: KeyRing,
+    /// This store's id in the invalidations it writes (its follower skips those).
+    origin: String,
     /// Rate windows: (window start, count) per key. A SQLite deployment is one process, so
     /// counting in memory is exact there (and spares a synchronous write per hit).
     rates: Mutex<HashMap<String, (i64, u32)>>,
@@ -102,6 +104,13 @@ impl SqliteStore {
             e @ StoreError::SchemaTooNew { .. } => e,
             other => open_err(crate::auth::error::chain(&other)),
         })?;
+        // The writer connection's own origin, read by `queries::invalidate`: a TEMP table is
+        // private to its connection, which only this process uses.
+        let origin = new_id()?;
+        writer
+            .execute_batch("CREATE TEMP TABLE origin (id TEXT NOT NULL)")
+            .and_then(|()| writer.execute("INSERT INTO temp.origin (id) VALUES (?1)", [&origin]))
+            .map_err(|e| open_err(e.to_string()))?;
         let mut pool = Vec::with_capacity(readers);
         for _ in 0..readers {
             let r = Connection::open_with_flags(
@@ -120,6 +129,7 @@ impl SqliteStore {
                 readers: pool,
                 next_reader: AtomicUsize::new(0),
                 keys,
+                origin,
                 rates: Mutex::new(HashMap::new()),
             }),
         })
@@ -396,10 +406,16 @@ impl Store for SqliteStore {
             }
             // SQLite commits one writer at a time, so sequence numbers become visible in
             // order and "after the last one seen" misses nothing.
-            match self.read(move |c, _| queries::invalidations_since(c, seen)).await {
+            let origin = self.inner.origin.clone();
+            match self
+                .read(move |c, _| queries::invalidations_since(c, seen, &origin))
+                .await
+            {
                 Ok(rows) => {
                     for (seq, inv) in rows {
-                        sink(&inv);
+                        if let Some(inv) = inv {
+                            sink(&inv);
+                        }
                         seen = seq;
                     }
                 }
@@ -514,11 +530,11 @@ impl Store for SqliteStore {
         };
         let mut after = String::new();
         loop {
-            let (p, a) = (primary.clone(), after.clone());
+            let a = after.clone();
             let (batch, last, done) = self
                 .write(move |c, keys| {
                     let mut r = RotateReport::default();
-                    let (last, done) = admin::rotate_batch(c, keys, &p, &a, &mut r)?;
+                    let (last, done) = admin::rotate_batch(c, keys, &a, &mut r)?;
                     Ok((r, last, done))
                 })
                 .await?;

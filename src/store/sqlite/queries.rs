@@ -55,19 +55,23 @@ pub fn invalidation_head(c: &Connection) -> Result<i64, StoreError> {
     )
 }
 
-/// Invalidations after `seq`, oldest first.
-pub fn invalidations_since(c: &Connection, seq: i64) -> Result<Vec<(i64, Invalidation)>, StoreError> {
+/// Invalidations after `seq` written by other stores than `origin`, oldest first, with the
+/// last seq read (which moves on past skipped rows too).
+pub fn invalidations_since(
+    c: &Connection,
+    seq: i64,
+    origin: &str,
+) -> Result<Vec<(i64, Option<Invalidation>)>, StoreError> {
     let mut st = c.prepare_cached(
-        "SELECT seq, user_id, session_token FROM cache_invalidations WHERE seq > ?1 ORDER BY seq LIMIT 10000",
+        "SELECT seq, user_id, session_token, origin IS ?2 FROM cache_invalidations WHERE seq > ?1 ORDER BY seq LIMIT 10000",
     )?;
-    let rows = st.query_map(params![seq], |r| {
-        Ok((
-            r.get(0)?,
-            Invalidation {
-                user_id: r.get(1)?,
-                session_hash: r.get(2)?,
-            },
-        ))
+    let rows = st.query_map(params![seq, origin], |r| {
+        let ours: bool = r.get(3)?;
+        let inv = Invalidation {
+            user_id: r.get(1)?,
+            session_hash: r.get(2)?,
+        };
+        Ok((r.get(0)?, (!ours).then_some(inv)))
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

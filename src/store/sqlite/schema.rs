@@ -98,6 +98,8 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN last_seen_at INTEGER;
     ALTER TABLE sessions ADD COLUMN device TEXT;
     DROP TABLE refresh_leases;
+    -- Which store (process) wrote an invalidation: its own follower skips it.
+    ALTER TABLE cache_invalidations ADD COLUMN origin TEXT;
     CREATE TABLE user_locks (
         purpose TEXT NOT NULL,
         user_id TEXT NOT NULL,
