@@ -278,6 +278,9 @@ pub(crate) fn reseal(keys: &KeyRing, sealed: &str, aad: &str) -> Result<String, 
     keys.seal(&keys.open(sealed, aad)?, aad)
 }
 
+/// Re-sealed access and refresh tokens (either may be absent).
+pub(crate) type SealedPair = (Option<String>, Option<String>);
+
 /// A user's two sealed tokens re-sealed under the primary key in the current format, or
 /// None when both already are (only the ids are compared: opening every current value would
 /// make a re-run as slow as the first run); an error when a value does not open.
@@ -286,7 +289,7 @@ pub(crate) fn reseal_pair(
     user_id: &str,
     access: Option<&str>,
     refresh: Option<&str>,
-) -> Result<Option<(Option<String>, Option<String>)>, CryptoError> {
+) -> Result<Option<SealedPair>, CryptoError> {
     let values = [("access_token", access), ("refresh_token", refresh)];
     if values.iter().all(|(_, v)| v.is_none_or(|s| keys.is_current(s))) {
         return Ok(None);
