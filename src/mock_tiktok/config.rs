@@ -174,6 +174,8 @@ pub struct MockConfig {
     pub keep_old_access_token_after_refresh: bool,
     /// Each refresh_token grant is held open this long, so race tests can overlap calls.
     pub refresh_delay_ms: u64,
+    /// Each revoke is held open this long before it takes effect (sign-out race tests).
+    pub revoke_delay_ms: u64,
     /// Clamp video list `max_count` into 1..=20 instead of answering `invalid_params`.
     pub clamp_max_count: bool,
 }
@@ -198,6 +200,7 @@ impl Default for MockConfig {
             error_includes_data: false,
             keep_old_access_token_after_refresh: true,
             refresh_delay_ms: 0,
+            revoke_delay_ms: 0,
             clamp_max_count: false,
         }
     }

@@ -406,7 +406,11 @@ async fn refresh(inner: &Inner, client_key: &str, refresh_token: &str) -> Result
     result
 }
 
-pub(crate) fn revoke(inner: &Inner, req: &Req) -> Reply {
+pub(crate) async fn revoke(inner: &Inner, req: &Req) -> Reply {
+    let delay_ms = inner.state().config.revoke_delay_ms;
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
     let result = oauth_form(req).and_then(|form| {
         let client_key = authenticate_client(inner, &form, &[])?;
         let token = form.get("token").ok_or_else(OAuthError::malformed)?;

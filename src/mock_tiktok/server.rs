@@ -418,7 +418,7 @@ async fn dispatch(inner: &Arc<Inner>, req: &Req, route: Route) -> Reply {
         Route::AuthorizePage => oauth::authorize_page(inner, req),
         Route::AuthorizeDecision => oauth::authorize_decision(inner, req),
         Route::Token => oauth::token(inner, req).await,
-        Route::Revoke => oauth::revoke(inner, req),
+        Route::Revoke => oauth::revoke(inner, req).await,
         Route::UserInfo => api::user_info(inner, req),
         Route::VideoList => api::video_list(inner, req),
         Route::VideoQuery => api::video_query(inner, req),

@@ -371,3 +371,273 @@ impl TokenManager {
         Ok(out)
     }
 }
+
+#[cfg(all(test, feature = "demo"))]
+mod tests {
+    //! Two token managers on one database stand in for two processes; the second is stopped
+    //! at exactly the point where reading tokens before taking the lock would go wrong.
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::{Pkce, Secret, TikTokConfig};
+    use crate::mock_tiktok::{MockConfig, MockTikTok, DEMO_CLIENT_KEY, DEMO_CLIENT_SECRET, DEMO_OPEN_ID};
+    use crate::store::*;
+
+    /// A real store, with a gate: after this handle's first `tokens` read, its next
+    /// `try_lock_user` waits until `release` is signalled (another process has refreshed and
+    /// let go of the lock).
+    struct Gated {
+        inner: Arc<dyn Store>,
+        reads: AtomicUsize,
+        armed: AtomicBool,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait]
+    impl Store for Gated {
+        fn backend(&self) -> &'static str {
+            self.inner.backend()
+        }
+        fn keys(&self) -> &crate::crypto::KeyRing {
+            self.inner.keys()
+        }
+        async fn tokens(&self, user_id: &str) -> Result<Option<Tokens>, StoreError> {
+            if self.reads.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.armed.store(true, Ordering::SeqCst);
+            }
+            self.inner.tokens(user_id).await
+        }
+        async fn try_lock_user(
+            &self,
+            purpose: LockPurpose,
+            user_id: &str,
+            ttl: Duration,
+            now: i64,
+        ) -> Result<Option<UserLock>, StoreError> {
+            if self.armed.swap(false, Ordering::SeqCst) {
+                self.release.notified().await;
+            }
+            self.inner.try_lock_user(purpose, user_id, ttl, now).await
+        }
+        async fn follow_invalidations(&self, sink: InvalidationSink, stop: tokio::sync::watch::Receiver<bool>) {
+            self.inner.follow_invalidations(sink, stop).await
+        }
+        async fn complete_login(&self, login: NewLogin<'_>) -> Result<Identity, StoreError> {
+            self.inner.complete_login(login).await
+        }
+        async fn save_sync(
+            &self,
+            user_id: &str,
+            profile: &SyncedProfile,
+            videos: Option<VideoSet<'_>>,
+            now: i64,
+        ) -> Result<Option<UserProfile>, StoreError> {
+            self.inner.save_sync(user_id, profile, videos, now).await
+        }
+        async fn user_videos(
+            &self,
+            user_id: &str,
+            limit: u32,
+            before: Option<(i64, &str)>,
+        ) -> Result<(Vec<StoredVideo>, i64), StoreError> {
+            self.inner.user_videos(user_id, limit, before).await
+        }
+        async fn revoke_sessions(&self, scope: RevokeScope<'_>, now: i64) -> Result<Revoked, StoreError> {
+            self.inner.revoke_sessions(scope, now).await
+        }
+        async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
+            self.inner.ping(deadline).await
+        }
+        async fn close(&self) -> Result<(), StoreError> {
+            self.inner.close().await
+        }
+        async fn consume_state(&self, state_hash: &str, expires: i64) -> Result<bool, StoreError> {
+            self.inner.consume_state(state_hash, expires).await
+        }
+        async fn session_identity(&self, session_hash: &str, now: i64) -> Result<Option<Identity>, StoreError> {
+            self.inner.session_identity(session_hash, now).await
+        }
+        async fn end_session(&self, session_hash: &str, now: i64) -> Result<Option<EndedSession>, StoreError> {
+            self.inner.end_session(session_hash, now).await
+        }
+        async fn end_session_by_id(&self, user_id: &str, session_id: &str, now: i64) -> Result<bool, StoreError> {
+            self.inner.end_session_by_id(user_id, session_id, now).await
+        }
+        async fn end_user_sessions(&self, user_id: &str, keep: Option<&str>, now: i64) -> Result<usize, StoreError> {
+            self.inner.end_user_sessions(user_id, keep, now).await
+        }
+        async fn user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<DeviceSession>, StoreError> {
+            self.inner.user_sessions(user_id, now).await
+        }
+        async fn touch_sessions(&self, seen: &[(String, i64)]) -> Result<(), StoreError> {
+            self.inner.touch_sessions(seen).await
+        }
+        async fn count_sessions(&self, now: i64) -> Result<i64, StoreError> {
+            self.inner.count_sessions(now).await
+        }
+        async fn purge_expired(&self, now: i64) -> Result<Purged, StoreError> {
+            self.inner.purge_expired(now).await
+        }
+        async fn save_refreshed(
+            &self,
+            user_id: &str,
+            redeemed: &str,
+            new: &Tokens,
+            now: i64,
+        ) -> Result<bool, StoreError> {
+            self.inner.save_refreshed(user_id, redeemed, new, now).await
+        }
+        async fn clear_tokens(&self, user_id: &str, read: &str, now: i64) -> Result<bool, StoreError> {
+            self.inner.clear_tokens(user_id, read, now).await
+        }
+        async fn mark_grant_dead(
+            &self,
+            user_id: &str,
+            dead: Option<&str>,
+            error: &str,
+            now: i64,
+        ) -> Result<bool, StoreError> {
+            self.inner.mark_grant_dead(user_id, dead, error, now).await
+        }
+        async fn authorization_removed(&self, open_id: &str, now: i64) -> Result<Option<(String, usize)>, StoreError> {
+            self.inner.authorization_removed(open_id, now).await
+        }
+        async fn rate_hit(&self, key: &str, window: u64, now: i64) -> Result<RateHit, StoreError> {
+            self.inner.rate_hit(key, window, now).await
+        }
+        async fn rate_peek(&self, key: &str, window: u64, now: i64) -> Result<u32, StoreError> {
+            self.inner.rate_peek(key, window, now).await
+        }
+        async fn user_profile(&self, user_id: &str) -> Result<Option<UserProfile>, StoreError> {
+            self.inner.user_profile(user_id).await
+        }
+        async fn last_synced_at(&self, user_id: &str) -> Result<Option<i64>, StoreError> {
+            self.inner.last_synced_at(user_id).await
+        }
+        async fn due_for_sync(
+            &self,
+            candidates: &[String],
+            synced_before: i64,
+            limit: usize,
+        ) -> Result<Vec<String>, StoreError> {
+            self.inner.due_for_sync(candidates, synced_before, limit).await
+        }
+        async fn admin_users(&self, limit: Option<usize>, now: i64) -> Result<Vec<AdminUser>, StoreError> {
+            self.inner.admin_users(limit, now).await
+        }
+        async fn admin_user(&self, id_or_open_id: &str, now: i64) -> Result<Option<AdminUser>, StoreError> {
+            self.inner.admin_user(id_or_open_id, now).await
+        }
+        async fn admin_sessions(&self, user_id: Option<&str>, now: i64) -> Result<Vec<AdminSession>, StoreError> {
+            self.inner.admin_sessions(user_id, now).await
+        }
+        async fn rotate_keys(&self) -> Result<RotateReport, StoreError> {
+            self.inner.rotate_keys().await
+        }
+        async fn export(&self, kind: RecordKind, after: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
+            self.inner.export(kind, after, limit).await
+        }
+        async fn import(&self, records: &[Record]) -> Result<ImportCounts, StoreError> {
+            self.inner.import(records).await
+        }
+    }
+
+    fn manager(store: Arc<dyn Store>, mock: &MockTikTok, clock: &Clock) -> TokenManager {
+        let base = url::Url::parse(&mock.base_url()).expect("mock url");
+        let cfg = TikTokConfig {
+            client_key: DEMO_CLIENT_KEY.into(),
+            client_secret: Secret::new(DEMO_CLIENT_SECRET),
+            scopes: vec!["user.info.basic".into()],
+            pkce: Pkce::Off,
+            authorize_url: base.join("/v2/auth/authorize/").expect("url"),
+            api_base_url: base,
+            timeout: Duration::from_secs(5),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let client = TikTokClient::new(cfg, "http://127.0.0.1/cb".into(), Some(metrics.clone())).expect("client");
+        TokenManager::new(
+            store,
+            client,
+            Arc::new(SessionCache::new(100, 60)),
+            metrics,
+            clock.clone(),
+            Duration::from_secs(3600),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_refresh_decided_before_the_lock_never_redeems_a_rotated_token() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut mcfg = MockConfig::demo(vec![]);
+        mcfg.refresh_delay_ms = 300;
+        let mock = MockTikTok::start(listener, mcfg).await.expect("mock");
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = crate::config::storage_from_url("db", &dir.path().join("t.db").display().to_string()).expect("cfg");
+        let keys = crate::crypto::KeyRing::generate().expect("keys");
+        let p1_store = crate::store::open(&cfg, keys.clone()).await.expect("store");
+        let p2_store = crate::store::open(&cfg, keys).await.expect("store");
+
+        // A signed-in user whose access token is due for refresh (still valid at TikTok).
+        let issued = mock.issue_tokens_for_test(DEMO_CLIENT_KEY, DEMO_OPEN_ID, &["user.info.basic"]);
+        let clock = Clock::default();
+        let now = clock.now();
+        let tokens = Tokens {
+            access_token: issued.access_token.clone(),
+            refresh_token: issued.refresh_token.clone(),
+            access_expires_at: now + 60,
+            refresh_expires_at: now + 86_400,
+            scope: "user.info.basic".into(),
+            obtained_at: now + 60 - 7200,
+        };
+        let profile = Profile {
+            open_id: DEMO_OPEN_ID.into(),
+            ..Default::default()
+        };
+        let uid = p1_store
+            .complete_login(NewLogin {
+                profile: &profile,
+                tokens: &tokens,
+                session_hash: "h",
+                session_expires: now + 3600,
+                replaces: None,
+                device: None,
+                now,
+            })
+            .await
+            .expect("login")
+            .user_id;
+
+        let release = Arc::new(tokio::sync::Notify::new());
+        let gated: Arc<dyn Store> = Arc::new(Gated {
+            inner: p2_store,
+            reads: AtomicUsize::new(0),
+            armed: AtomicBool::new(false),
+            release: release.clone(),
+        });
+        let p1 = Arc::new(manager(p1_store, &mock, &clock));
+        let p2 = Arc::new(manager(gated, &mock, &clock));
+
+        // P2 reads the (due) tokens and stops right before taking the lock.
+        let p2_task = {
+            let (p2, uid) = (p2.clone(), uid.clone());
+            tokio::spawn(async move { p2.access_token(&uid).await })
+        };
+        // P1 refreshes meanwhile: TikTok rotates the refresh token P2 read.
+        let t1 = p1.access_token(&uid).await.expect("P1 refreshes");
+        assert_eq!(mock.refresh_calls(), 1);
+        // Only now does P2 go on to take the lock.
+        release.notify_one();
+        let t2 = p2_task.await.expect("join").expect("P2 gets a token");
+        assert_eq!(t1, t2, "P2 uses P1's rotated token");
+        assert_eq!(
+            mock.refresh_calls(),
+            1,
+            "P2 never redeemed the token it read before the lock"
+        );
+        assert_eq!(p2.stats().refreshed, 0);
+        mock.shutdown();
+    }
+}
