@@ -20,8 +20,12 @@ pub struct Request {
     /// The original URI a trusted proxy asked about (`X-Original-URI` / `X-Forwarded-Uri`);
     /// None from anyone else.
     pub forwarded_uri: Option<String>,
-    /// The client's address: the peer, or the first address a trusted proxy reported.
+    /// The client's address: the peer, or the rightmost untrusted address a trusted proxy
+    /// reported.
     pub client_ip: Option<std::net::IpAddr>,
+    /// The connection came from a peer in `server.trusted_proxies` (a front proxy doing
+    /// forward-auth), not from a browser.
+    pub from_trusted_proxy: bool,
 }
 
 impl Request {
@@ -251,6 +255,7 @@ mod tests {
             request_id: "r".into(),
             forwarded_uri: None,
             client_ip: None,
+            from_trusted_proxy: false,
         }
     }
 

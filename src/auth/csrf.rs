@@ -1,6 +1,8 @@
-//! CSRF protection for the sidecar's forms and next-auth's POSTs: double submit of a token
+//! CSRF protection: for the sidecar's forms and next-auth's POSTs, double submit of a token
 //! whose cookie carries an HMAC under the primary key (so only tokens this deployment issued
-//! count), compared in constant time.
+//! count), compared in constant time; for the app-facing sync POST (called by the app's own
+//! `fetch`, which has no token to send), the browser's own word on where the request comes
+//! from (`Sec-Fetch-Site`, `Origin`).
 
 use super::{Auth, AuthError};
 use crate::crypto;
@@ -31,4 +33,53 @@ pub fn ok(auth: &Auth, req: &Request) -> bool {
         .into_iter()
         .filter_map(|c| keys.csrf_token_from_cookie(c))
         .any(|t| crypto::ct_eq(t.as_bytes(), sent.as_bytes()))
+}
+
+/// A state-changing request a browser may have been made to send from another site is
+/// refused: `Sec-Fetch-Site` must say `same-origin` when present, and `Origin`, when present,
+/// must be ours. A request with neither came from no browser (curl, a server), so it carries
+/// no victim's cookie by accident.
+pub fn same_origin(headers: &http::HeaderMap, origin: &str) -> bool {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return site.eq_ignore_ascii_case("same-origin");
+    }
+    match get("origin") {
+        Some(o) => o.trim_end_matches('/').eq_ignore_ascii_case(origin),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn only_same_origin_browsers_or_non_browsers_pass() {
+        let o = "https://app.example.com";
+        assert!(same_origin(&headers(&[]), o), "curl and servers");
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")]), o));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")]), o));
+        assert!(
+            !same_origin(&headers(&[("sec-fetch-site", "same-site")]), o),
+            "a sibling subdomain"
+        );
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "none")]), o));
+        assert!(same_origin(&headers(&[("origin", "https://app.example.com")]), o));
+        assert!(!same_origin(&headers(&[("origin", "https://evil.example")]), o));
+        assert!(!same_origin(&headers(&[("origin", "null")]), o));
+        // Sec-Fetch-Site wins over a matching Origin.
+        assert!(!same_origin(
+            &headers(&[("sec-fetch-site", "cross-site"), ("origin", "https://app.example.com")]),
+            o
+        ));
+    }
 }

@@ -9,11 +9,15 @@
 //! what lets tokens minted just before a rotation (or by a sidecar not yet restarted) verify.
 //! The key id (`kid`) is the encryption key's id, as `nini-auth check` lists it.
 //!
-//! Signing costs far more than a proxy hop should, so each user's token is cached and reused
-//! while more than half of its lifetime remains: most requests are a map lookup.
+//! Signing costs far more than a proxy hop should, so each session's token is cached and
+//! reused while more than half of its lifetime remains: most requests are a cache lookup.
+//!
+//! Claims: `iss`, `aud`, `sub` (user id), `sid` (the session's id, so an app can refuse a
+//! token whose session it saw end), `open_id`, `name`, `iat`, `nbf` (30 s before `iat`, for
+//! verifiers whose clock runs behind) and `exp` (at most `identity.ttl`, never after the
+//! session's own end).
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -27,9 +31,11 @@ use crate::store::Identity;
 /// Derivation label of the signing seeds; changing it changes every published key.
 pub const SIGNING_LABEL: &str = "identity-jwt/ed25519";
 
-/// Users whose current token is kept. A token is a few hundred bytes, so this bounds the cache
-/// to a few MiB; past it the cache starts over, which costs one signature per active user.
+/// Sessions whose current token is kept. A token is a few hundred bytes, so this bounds the
+/// cache to a few MiB; the least useful entries are evicted past it.
 const CACHE_CAPACITY: usize = 20_000;
+/// How far `nbf` is set before `iat`: a verifier whose clock lags a little still accepts.
+const NOT_BEFORE_SKEW: i64 = 30;
 
 /// The claims, in the order they are serialised.
 #[derive(Serialize)]
@@ -37,6 +43,7 @@ struct Claims<'a> {
     iss: &'a str,
     aud: &'a str,
     sub: &'a str,
+    sid: &'a str,
     open_id: &'a str,
     /// Display name; `null` when TikTok gave none (verifiers should not need to special-case
     /// a missing claim).
@@ -51,6 +58,7 @@ struct Claims<'a> {
 struct Cached {
     token: String,
     iat: i64,
+    exp: i64,
     open_id: String,
     name: Option<String>,
 }
@@ -63,8 +71,8 @@ struct Signer {
     issuer: String,
     audience: String,
     ttl: i64,
-    cache: RwLock<HashMap<String, Cached>>,
-    capacity: usize,
+    /// By session id.
+    cache: quick_cache::sync::Cache<String, Arc<Cached>>,
 }
 
 pub struct IdentitySigner {
@@ -81,6 +89,10 @@ impl IdentitySigner {
 
     /// `issuer` is the public origin without a trailing slash (`Config::origin`).
     fn build(keys: &KeyRing, issuer: &str, identity: &IdentityConfig) -> IdentitySigner {
+        IdentitySigner::build_with(keys, issuer, identity, CACHE_CAPACITY)
+    }
+
+    fn build_with(keys: &KeyRing, issuer: &str, identity: &IdentityConfig, capacity: usize) -> IdentitySigner {
         let disabled = IdentitySigner {
             signer: None,
             jwks: serde_json::json!({ "keys": [] }),
@@ -124,8 +136,7 @@ impl IdentitySigner {
                 issuer: issuer.trim_end_matches('/').to_string(),
                 audience: identity.audience.clone(),
                 ttl: i64::try_from(identity.ttl.as_secs()).unwrap_or(300).clamp(1, 300),
-                cache: RwLock::new(HashMap::new()),
-                capacity: CACHE_CAPACITY,
+                cache: quick_cache::sync::Cache::new(capacity),
             }),
             jwks: serde_json::json!({ "keys": jwks_keys }),
         }
@@ -137,8 +148,8 @@ impl IdentitySigner {
         if let Some(token) = signer.cached(id, now) {
             return Some(token);
         }
-        let token = signer.sign(id, now)?;
-        signer.remember(id, &token, now);
+        let (token, exp) = signer.sign(id, now)?;
+        signer.remember(id, &token, now, exp);
         Some(token)
     }
 
@@ -158,46 +169,40 @@ impl Signer {
     /// ttl/2 of validity to work with (e.g. to pass the token on to another service).
     fn fresh(&self, c: &Cached, now: i64) -> bool {
         // `now < iat` (the clock stepped back) would hand out a token that is not yet valid.
-        c.iat <= now && c.iat.saturating_add(self.ttl).saturating_sub(now) > self.ttl / 2
+        c.iat <= now && c.exp.saturating_sub(now) > self.ttl / 2
     }
 
     fn cached(&self, id: &Identity, now: i64) -> Option<String> {
-        let map = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        let c = map.get(&id.user_id)?;
-        (self.fresh(c, now) && c.open_id == id.open_id && c.name == id.display_name).then(|| c.token.clone())
+        let c = self.cache.get(&id.session_id)?;
+        (self.fresh(&c, now) && c.open_id == id.open_id && c.name == id.display_name).then(|| c.token.clone())
     }
 
-    fn remember(&self, id: &Identity, token: &str, now: i64) {
-        let mut map = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.capacity && !map.contains_key(&id.user_id) {
-            // Stale entries go first; if every entry is fresh, start over: re-signing once per
-            // active user is cheap next to unbounded growth.
-            map.retain(|_, c| self.fresh(c, now));
-            if map.len() >= self.capacity {
-                map.clear();
-            }
-        }
-        map.insert(
-            id.user_id.clone(),
-            Cached {
+    fn remember(&self, id: &Identity, token: &str, now: i64, exp: i64) {
+        self.cache.insert(
+            id.session_id.clone(),
+            Arc::new(Cached {
                 token: token.to_string(),
                 iat: now,
+                exp,
                 open_id: id.open_id.clone(),
                 name: id.display_name.clone(),
-            },
+            }),
         );
     }
 
-    fn sign(&self, id: &Identity, now: i64) -> Option<String> {
+    /// A token for `id` at `now`, and its expiry.
+    fn sign(&self, id: &Identity, now: i64) -> Option<(String, i64)> {
+        let exp = now.saturating_add(self.ttl).min(id.session_expires);
         let claims = Claims {
             iss: &self.issuer,
             aud: &self.audience,
             sub: &id.user_id,
+            sid: &id.session_id,
             open_id: &id.open_id,
             name: id.display_name.as_deref(),
             iat: now,
-            nbf: now,
-            exp: now.saturating_add(self.ttl),
+            nbf: now.saturating_sub(NOT_BEFORE_SKEW),
+            exp,
         };
         let payload = match serde_json::to_vec(&claims) {
             Ok(p) => p,
@@ -213,7 +218,7 @@ impl Signer {
         let signature = self.pair.sign(token.as_bytes());
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
-        Some(token)
+        Some((token, exp))
     }
 }
 
@@ -301,8 +306,9 @@ mod tests {
             claims,
             serde_json::json!({
                 "iss": ISSUER, "aud": "nini-app", "sub": "9f2c4e0b7a1d4c3e8f6a5b2d1c0e9f87",
+                "sid": "5e5510a1d0000000000000000000000a",
                 "open_id": "-000abcDEF123", "name": "María José 🌮",
-                "iat": now, "nbf": now, "exp": now + 300,
+                "iat": now, "nbf": now - 30, "exp": now + 300,
             })
         );
         let jwk = &jwks["keys"][0];
@@ -374,38 +380,42 @@ mod tests {
         // A clock that stepped back does not get a token from its future.
         let back = s.header_value(&user(Some("b")), 1100).expect("token");
         assert_eq!(verify(&back, &s.jwks()).expect("verifies").1["iat"], 1100);
-        // Other users have their own tokens.
+        // Other sessions have their own tokens.
         let mut other = user(Some("b"));
         other.user_id = "00000000000000000000000000000001".into();
+        other.session_id = "00000000000000000000000000000002".into();
         let theirs = s.header_value(&other, 1100).expect("token");
-        assert_eq!(verify(&theirs, &s.jwks()).expect("verifies").1["sub"], other.user_id);
+        let claims = verify(&theirs, &s.jwks()).expect("verifies").1;
+        assert_eq!(
+            (claims["sub"].clone(), claims["sid"].clone()),
+            (other.user_id.clone().into(), other.session_id.clone().into())
+        );
+    }
+
+    #[test]
+    fn a_token_never_outlives_its_session() {
+        let keys = ring_of(&[generate_key_base64().expect("rng")]);
+        let s = IdentitySigner::build(&keys, ISSUER, &identity_config(true));
+        let mut u = user(None);
+        u.session_expires = 1100;
+        let (_, claims) = verify(&s.header_value(&u, 1000).expect("token"), &s.jwks()).expect("verifies");
+        assert_eq!(claims["exp"], 1100, "capped at the session's end, not iat + ttl");
+        // Near the end, a cached token is not reused past its half-life: a fresh one is made.
+        let again = s.header_value(&u, 1060).expect("token");
+        assert_eq!(verify(&again, &s.jwks()).expect("verifies").1["iat"], 1060);
     }
 
     #[test]
     fn the_cache_stays_bounded() {
         let keys = ring_of(&[generate_key_base64().expect("rng")]);
-        let mut s = IdentitySigner::build(&keys, ISSUER, &identity_config(true));
-        let signer = s.signer.as_mut().expect("enabled");
-        signer.capacity = 4;
-        let cached = |s: &IdentitySigner| {
-            let signer = s.signer.as_ref().expect("enabled");
-            signer.cache.read().map(|m| m.len()).unwrap_or(usize::MAX)
-        };
+        let s = IdentitySigner::build_with(&keys, ISSUER, &identity_config(true), 50);
         let mut u = user(None);
-        let mut wave = |s: &IdentitySigner, from: usize, to: usize, now: i64| {
-            for i in from..to {
-                u.user_id = format!("{i:032x}");
-                assert!(s.header_value(&u, now).is_some());
-            }
-        };
-        wave(&s, 0, 4, 1000);
-        assert_eq!(cached(&s), 4);
-        // Full of stale tokens: those go, the fresh one stays.
-        wave(&s, 4, 5, 1200);
-        assert_eq!(cached(&s), 1);
-        // Full of fresh tokens: start over rather than grow.
-        wave(&s, 5, 9, 1200);
-        assert_eq!(cached(&s), 1);
+        for i in 0..500 {
+            u.session_id = format!("{i:032x}");
+            assert!(s.header_value(&u, 1000).is_some());
+        }
+        let cached = s.signer.as_ref().expect("enabled").cache.len();
+        assert!(cached <= 50, "{cached}");
     }
 
     #[test]
@@ -468,7 +478,7 @@ mod tests {
         raw.secrets.encryption_keys = vec![generate_key_base64().expect("rng")];
         raw.identity.audience = "my-api".into();
         raw.identity.ttl = "2m".into();
-        let env = HashMap::<String, String>::new();
+        let env = std::collections::HashMap::<String, String>::new();
         let config = crate::config::validate(raw, &env, crate::config::SecretsPolicy::Required).expect("valid");
         let s = IdentitySigner::new(&config);
         let (_, claims) = verify(&s.header_value(&user(None), 0).expect("token"), &s.jwks()).expect("verifies");

@@ -22,7 +22,8 @@ pub fn verify_suffix(raw_path: &str) -> Option<Option<&str>> {
     }
 }
 
-/// `/api/auth/verify` (any method). The 2xx is 202, except for Envoy's path-suffix form:
+/// `/api/auth/verify` (any method). The 2xx carries the identity headers (and, to trusted
+/// proxies only, the signed `X-Nini-Identity`). It is 202, except for Envoy's path-suffix form:
 /// Envoy's HTTP ext_authz allows only 200. A trusted proxy's original URI only shapes the
 /// sign-in link offered in `X-Auth-Request-Redirect`; it never decides whether a session is
 /// required.
@@ -38,8 +39,13 @@ pub async fn verify(auth: &Auth, req: &Request, envoy: bool) -> Reply {
             for (name, value) in super::headers::identity_headers(&id) {
                 reply = reply.header(name, value);
             }
-            if let Some(jwt) = auth.identity_jwt.header_value(&id, auth.clock.now()) {
-                reply = reply.header(super::headers::IDENTITY_JWT, jwt);
+            // The signed identity only goes to a front proxy we trust, which passes it on to
+            // the app: handed to a browser's own request (same-origin JavaScript can call
+            // /verify), it would be a bearer credential for up to identity.ttl.
+            if req.from_trusted_proxy {
+                if let Some(jwt) = auth.identity_jwt.header_value(&id, auth.clock.now()) {
+                    reply = reply.header(super::headers::IDENTITY_JWT, jwt);
+                }
             }
             reply
         }

@@ -194,6 +194,7 @@ fn web_request(
         request_id: ctx.request_id.clone(),
         forwarded_uri: ctx.forwarded.as_ref().and_then(|f| f.uri.clone()),
         client_ip: client_ip(session, ctx, trusted),
+        from_trusted_proxy: ctx.forwarded.is_some(),
     }
 }
 
@@ -331,6 +332,10 @@ impl ProxyHttp for AuthProxy {
         // The sync endpoint lives in the app's namespace but is answered here.
         if canonical.matching == self.sync_path && session.req_header().method == http::Method::POST {
             ctx.route = "sync";
+            if !auth::csrf::same_origin(&session.req_header().headers, &app.config.origin()) {
+                let reply = Reply::json(403, &json!({ "error": "cross_site", "requestId": ctx.request_id }));
+                return self.answer(session, ctx, reply).await;
+            }
             let reply = crate::tiktok::sync::sync_endpoint(&app.sync, ctx.identity.clone(), &ctx.request_id).await;
             return self.answer(session, ctx, reply).await;
         }

@@ -166,7 +166,8 @@ async fn verify_answers_202_or_401_and_never_redirects() {
         assert_eq!(r.status, status, "{method} {path}");
         assert!(r.header("x-nini-user-id").is_some());
         assert_eq!(r.header("x-forwarded-user"), r.header("x-nini-user-id"));
-        assert!(r.header("x-nini-identity").is_some());
+        // A trusted proxy (this test's client) also gets the signed identity.
+        assert!(r.header("x-nini-identity").is_some(), "{method} {path}");
         assert_eq!(
             r.header("x-nini-display-name"),
             Some("Mar%C3%ADa%20Jos%C3%A9%20%F0%9F%8C%AE")
@@ -188,6 +189,13 @@ async fn untrusted_original_uri_is_ignored() {
         urlencode(&env.url("/"))
     );
     assert_eq!(r.header("x-auth-request-redirect"), Some(home.as_str()));
+    // A signed-in browser calling /verify itself (same-origin JavaScript can) gets the
+    // identity headers but not the signed identity: that is a bearer credential for the app.
+    let (_, session, _) = signed_in(&env).await;
+    let r = api_with(&session).get(&env.url("/api/auth/verify")).await;
+    assert_eq!(r.status, 202);
+    assert!(r.header("x-nini-user-id").is_some());
+    assert!(r.header("x-nini-identity").is_none(), "JWT handed to an untrusted peer");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -169,8 +169,13 @@ async fn upstream_gets_a_token_that_jose_and_ring_verify() {
     assert_eq!(claims["name"], DEMO_USER_NAME, "{claims}");
     let iat = claims["iat"].as_i64().expect("iat");
     assert!((iat - unix_now()).abs() <= CLOCK_SKEW, "{claims}");
-    assert_eq!(claims["nbf"], iat);
+    assert_eq!(claims["nbf"], iat - 30, "30 s of slack for verifiers whose clock lags");
     assert_eq!(claims["exp"], iat + 300, "default identity.ttl is 5m");
+    assert_eq!(
+        claims["sid"].as_str().map(str::len),
+        Some(32),
+        "the session's id: {claims}"
+    );
 
     // The next request reuses the cached token instead of signing again.
     let (again, _) = upstream_tokens(&b, &env, "/public/other", &[]).await;

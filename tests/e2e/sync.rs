@@ -425,3 +425,31 @@ async fn background_job_syncs_recently_active_users_when_due() {
     advance(&env, 8 * 86_400);
     assert_eq!(app.sync.sync_due_users().await.due, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_requested_from_another_site_is_refused() {
+    let env = env_with_creator().await;
+    let b = signed_in(&env).await;
+    env.mock.clear_requests();
+    // A page on another site making the signed-in browser POST: the browser says where from.
+    for (name, value) in [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Site", "same-site"),
+        ("Origin", "https://evil.example"),
+    ] {
+        let r = b.send(b.client.post(env.url(SYNC)).header(name, value)).await;
+        assert_eq!(r.status, 403, "{name}: {value}: {}", r.body);
+        assert_eq!(r.json()["error"], "cross_site");
+    }
+    assert!(env.mock.requests().is_empty(), "nothing was asked of TikTok");
+    // The app's own fetch (same origin) syncs.
+    let r = b
+        .send(
+            b.client
+                .post(env.url(SYNC))
+                .header("Sec-Fetch-Site", "same-origin")
+                .header("Origin", env.url("")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
