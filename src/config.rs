@@ -18,8 +18,8 @@ mod sections;
 mod types;
 
 pub use raw::{
-    RawAdmin, RawConfig, RawIdentity, RawLimits, RawLog, RawRoutes, RawSecrets, RawServer, RawSession, RawStorage,
-    RawSync, RawTikTok, RawUpstream,
+    RawAdmin, RawConfig, RawHeaders, RawIdentity, RawLimits, RawLog, RawRoutes, RawSecrets, RawServer, RawSession,
+    RawStorage, RawSync, RawTikTok, RawUpstream,
 };
 pub use sections::{format_duration, parse_duration};
 pub use types::{
@@ -165,6 +165,7 @@ const SECTIONS: &[(&str, KeyCheck)] = &[
     ("log", |v| v.try_into::<RawLog>().map(drop)),
     ("identity", |v| v.try_into::<RawIdentity>().map(drop)),
     ("limits", |v| v.try_into::<RawLimits>().map(drop)),
+    ("headers", |v| v.try_into::<RawHeaders>().map(drop)),
 ];
 
 /// Parses TOML text into the raw shape. Syntax errors stop at the first one (the rest of the
@@ -267,6 +268,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         log,
         identity,
         limits,
+        headers,
     } = raw;
 
     // [server]
@@ -464,6 +466,22 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         p.add("identity.audience", "must be a non-empty string");
     }
     let ops_cfg = ops_config(&mut p, &server, &admin, &log, public_url.as_ref());
+    for name in &headers.strip_also {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            p.add("headers.strip_also", format!("{name:?} is not a header name"));
+        }
+        let lower = name.to_ascii_lowercase();
+        if ["cookie", "host", "authorization", "content-length", "transfer-encoding"].contains(&lower.as_str()) {
+            p.add(
+                "headers.strip_also",
+                format!("{name:?} is needed by the request itself; it cannot be stripped"),
+            );
+        }
+    }
     if limits.signin_starts_per_minute == 0 || limits.signin_starts_per_minute > 100_000 {
         p.add("limits.signin_starts_per_minute", "must be between 1 and 100000");
     }
@@ -535,6 +553,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
             limits: LimitsConfig {
                 signin_starts_per_minute: limits.signin_starts_per_minute,
             },
+            strip_also: headers.strip_also,
         }),
         _ => Err(ConfigError(vec![Problem {
             key: "config".into(),

@@ -17,15 +17,46 @@ pub const IDENTITY_JWT: &str = "X-Nini-Identity";
 /// Only with `upstream.forward_access_token`: the user's live TikTok access token.
 pub const ACCESS_TOKEN: &str = "X-Nini-Access-Token";
 
-/// Whole families an attacker could use to impersonate someone to some upstream: ours, the
-/// oauth2-proxy conventions, and TikTok-named ones.
-const SPOOFABLE_PREFIXES: &[&str] = &["x-nini-", "x-auth-request-", "x-tiktok-"];
-const SPOOFABLE_NAMES: &[&str] = &[
+/// Whole families an attacker could use to impersonate someone to some upstream: ours,
+/// oauth2-proxy's, TikTok-named ones, and those other auth proxies and platforms inject
+/// (Grafana's auth proxy, Pomerium, AWS ALB, Google IAP, Azure App Service, Cloudflare
+/// Access). An upstream configured for one of them must not be fooled through us.
+pub const SPOOFABLE_PREFIXES: &[&str] = &[
+    "x-nini-",
+    "x-auth-request-",
+    "x-tiktok-",
+    "x-webauth-",
+    "x-pomerium-",
+    "x-amzn-oidc-",
+    "x-goog-authenticated-user-",
+    "x-goog-iap-",
+    "x-ms-client-principal",
+    "x-ms-token-",
+    "cf-access-",
+];
+/// Single identity headers of well-known conventions (Apache `REMOTE_USER` as a header,
+/// Authelia/Traefik `Remote-*`, generic `X-User`-style names).
+pub const SPOOFABLE_NAMES: &[&str] = &[
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-forwarded-preferred-username",
     "x-forwarded-access-token",
+    "x-forwarded-login",
+    "remote-user",
+    "remote-email",
+    "remote-groups",
+    "remote-name",
+    "x-remote-user",
+    "x-remote-email",
+    "x-remote-groups",
+    "x-user",
+    "x-user-id",
+    "x-user-email",
+    "x-email",
+    "x-auth-user",
+    "x-authenticated-user",
+    "x-authenticated-userid",
 ];
 
 /// Forwarding headers a client could use to lie about where it comes from or what it asked
@@ -54,28 +85,61 @@ const FORWARDING_NAMES: &[&str] = &[
 /// percent-encoded so the header value is plain ASCII.
 const NAME_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// Would an upstream read this header name as an identity header? Upstreams differ on case
-/// and some map `_` to `-` (CVE-2025-64484), so both are folded before comparing.
+/// Which client-sent headers are removed: the identity conventions above, client-sent
+/// forwarding information, and the names an operator adds (`headers.strip_also`). Compared
+/// case-insensitively with `_` read as `-` (upstreams differ on both, CVE-2025-64484), and
+/// without allocating: it runs on every header of every request.
+#[derive(Debug, Clone)]
+pub struct StripPolicy {
+    /// Folded (lowercase, `-`) operator additions.
+    extra: Vec<String>,
+}
+
+impl StripPolicy {
+    /// `extra`: header names to strip as well (validated by the config).
+    pub fn new(extra: &[String]) -> StripPolicy {
+        StripPolicy {
+            extra: extra.iter().map(|n| fold(n)).collect(),
+        }
+    }
+
+    /// Removed from every request before routing and again before forwarding.
+    pub fn must_strip(&self, name: &str) -> bool {
+        is_spoofable(name) || is_untrusted_forwarding(name) || self.extra.iter().any(|e| folded_eq(name, e))
+    }
+}
+
+/// Would an upstream read this header name as an identity header?
 pub fn is_spoofable(name: &str) -> bool {
-    let n = fold(name);
-    SPOOFABLE_PREFIXES.iter().any(|p| n.starts_with(p)) || SPOOFABLE_NAMES.contains(&n.as_str())
+    SPOOFABLE_PREFIXES.iter().any(|p| folded_starts_with(name, p)) || SPOOFABLE_NAMES.iter().any(|n| folded_eq(name, n))
 }
 
 /// Client-sent forwarding information, in any spelling: never trusted.
 pub fn is_untrusted_forwarding(name: &str) -> bool {
-    FORWARDING_NAMES.contains(&fold(name).as_str())
+    FORWARDING_NAMES.iter().any(|n| folded_eq(name, n))
 }
 
-/// Removed from every request before routing and again before forwarding.
-pub fn must_strip(name: &str) -> bool {
-    is_spoofable(name) || is_untrusted_forwarding(name)
+fn fold_byte(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// `name` equals the folded `want` when folded itself.
+fn folded_eq(name: &str, want: &str) -> bool {
+    let n = name.trim().as_bytes();
+    n.len() == want.len() && n.iter().zip(want.as_bytes()).all(|(a, b)| fold_byte(*a) == *b)
+}
+
+fn folded_starts_with(name: &str, prefix: &str) -> bool {
+    let n = name.trim().as_bytes();
+    n.len() >= prefix.len() && n.iter().zip(prefix.as_bytes()).all(|(a, b)| fold_byte(*a) == *b)
 }
 
 fn fold(name: &str) -> String {
-    name.trim()
-        .chars()
-        .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
-        .collect()
+    name.trim().bytes().map(|b| fold_byte(b) as char).collect()
 }
 
 /// The headers the upstream receives for a signed-in user.
@@ -141,6 +205,20 @@ mod tests {
             "X-TikTok-Open-Id",
             "x_tiktok_union_id",
             "X-Nini-Access-Token",
+            "Remote-User",
+            "X-Remote-User",
+            "X-WEBAUTH-USER",
+            "X-User",
+            "x_user_id",
+            "X-Email",
+            "X-Auth-User",
+            "X-Authenticated-User",
+            "X-Forwarded-Login",
+            "X-Pomerium-Jwt-Assertion",
+            "X-Amzn-Oidc-Identity",
+            "X-Goog-Authenticated-User-Email",
+            "Cf-Access-Authenticated-User-Email",
+            "X-MS-CLIENT-PRINCIPAL-NAME",
         ] {
             assert!(is_spoofable(n), "{n}");
         }
@@ -154,6 +232,17 @@ mod tests {
         ] {
             assert!(!is_spoofable(n), "{n}");
         }
+    }
+
+    #[test]
+    fn operators_add_names_and_spellings_fold() {
+        let p = StripPolicy::new(&["X-Team-Role".to_string()]);
+        for n in ["x-team-role", "X_TEAM_ROLE", " X-Team-Role "] {
+            assert!(p.must_strip(n), "{n}");
+        }
+        assert!(!p.must_strip("x-team-roles"));
+        assert!(p.must_strip("X-Real-IP") && p.must_strip("Forwarded"));
+        assert!(!StripPolicy::new(&[]).must_strip("X-Team-Role"));
     }
 
     #[test]

@@ -140,6 +140,9 @@ impl Config {
             },
         );
 
+        t.section("headers");
+        t.list("strip_also", &self.strip_also);
+
         t.section("limits");
         t.raw("signin_starts_per_minute", self.limits.signin_starts_per_minute);
 

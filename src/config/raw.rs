@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub identity: RawIdentity,
     pub limits: RawLimits,
+    pub headers: RawHeaders,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,4 +249,10 @@ impl Default for RawLimits {
             signin_starts_per_minute: 60,
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHeaders {
+    pub strip_also: Vec<String>,
 }

@@ -295,6 +295,8 @@ pub struct Config {
     pub ops: OpsConfig,
     pub identity: IdentityConfig,
     pub limits: LimitsConfig,
+    /// More client-sent header names to remove (besides the built-in identity conventions).
+    pub strip_also: Vec<String>,
 }
 
 impl Config {

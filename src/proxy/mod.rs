@@ -29,6 +29,7 @@ pub struct AuthProxy {
     protected: paths::ProtectedRoutes,
     /// `sync.path` in the canonical matching form (lowercase).
     sync_path: String,
+    strip: headers::StripPolicy,
     peer: HttpPeer,
     /// For our HTML pages. `form-action` must allow TikTok's origin: the sign-in form posts
     /// here and is redirected there, and browsers apply the directive to that redirect.
@@ -77,6 +78,7 @@ impl AuthProxy {
         AuthProxy {
             protected: paths::ProtectedRoutes::new(&auth.config.protected),
             sync_path: auth.config.sync.path.to_ascii_lowercase(),
+            strip: headers::StripPolicy::new(&auth.config.strip_also),
             auth,
             peer,
             csp,
@@ -103,12 +105,15 @@ pub fn request_id(incoming: Option<&str>) -> String {
 
 /// Removes every header an upstream could read as identity or as forwarding information,
 /// whatever its case or `_`/`-` spelling.
-fn strip_spoofable(req: &mut RequestHeader) {
+fn strip_spoofable(req: &mut RequestHeader, policy: &headers::StripPolicy) {
+    if !req.headers.keys().any(|k| policy.must_strip(k.as_str())) {
+        return;
+    }
     let names: Vec<String> = req
         .headers
         .keys()
         .map(|k| k.as_str().to_string())
-        .filter(|k| headers::must_strip(k))
+        .filter(|k| policy.must_strip(k))
         .collect();
     for n in names {
         // remove_header drops every value of the name, and pingora's case map with it.
@@ -253,7 +258,7 @@ impl ProxyHttp for AuthProxy {
             ctx.forwarded = Some(Forwarded::from_headers(&session.req_header().headers));
         }
         // Spoofed identity and forwarding headers go before anything looks at the request.
-        strip_spoofable(session.req_header_mut());
+        strip_spoofable(session.req_header_mut(), &self.strip);
 
         let req = session.req_header();
         let navigation = is_navigation(req);
@@ -372,7 +377,7 @@ impl ProxyHttp for AuthProxy {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        strip_spoofable(up);
+        strip_spoofable(up, &self.strip);
         if let Some(id) = &ctx.identity {
             for (name, value) in headers::identity_headers(id) {
                 up.insert_header(name, value)?;

@@ -281,3 +281,34 @@ async fn tiktok_deauthorization_webhook_ends_sessions() {
         200
     );
 }
+
+/// The nginx example keeps connections to the sidecar open, and blanks every single identity
+/// header name nini-auth strips (nginx cannot drop a family by prefix).
+#[test]
+fn the_nginx_example_blanks_every_identity_header_and_keeps_connections() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/nginx/nini-auth-forward-auth.conf"
+    ))
+    .expect("example config");
+    let lower = example.to_ascii_lowercase();
+    let set: Vec<String> = lower
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("proxy_set_header "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    for name in nini_auth::auth::headers::SPOOFABLE_NAMES {
+        assert!(
+            set.iter().any(|s| s == name),
+            "{name} is not set or blanked by the example"
+        );
+    }
+    assert!(lower.contains("keepalive "), "no keep-alive pool to the sidecar");
+    assert_eq!(
+        lower.matches("proxy_pass http://nini_auth").count(),
+        2,
+        "both sidecar locations use the pool"
+    );
+    assert!(lower.matches("proxy_http_version 1.1;").count() >= 2);
+}

@@ -185,3 +185,54 @@ async fn malformed_header_tricks_are_refused_or_stripped() {
         }
     }
 }
+
+/// Identity headers of other auth proxies' conventions never reach the upstream, nor the
+/// names an operator adds with `headers.strip_also`: an upstream configured for Authelia,
+/// Grafana's auth proxy, ALB or IAP cannot be fooled through nini-auth.
+#[tokio::test(flavor = "multi_thread")]
+async fn other_identity_conventions_and_operator_names_are_stripped() {
+    let env = TestEnv::builder()
+        .raw(|r| r.headers.strip_also = vec!["X-Team-Role".into()])
+        .start()
+        .await;
+    let conventions = [
+        "Remote-User",
+        "X-Remote-User",
+        "X-WEBAUTH-USER",
+        "X-User",
+        "X-User-Id",
+        "X-Email",
+        "X-Auth-User",
+        "X-Authenticated-User",
+        "X-Forwarded-Login",
+        "Remote-Groups",
+        "X-Pomerium-Claim-Email",
+        "X-Amzn-Oidc-Identity",
+        "X-Goog-Authenticated-User-Email",
+        "X-MS-CLIENT-PRINCIPAL-NAME",
+        "Cf-Access-Authenticated-User-Email",
+        "X-Team-Role",
+        "x_team_role",
+    ];
+    for with_session in [false, true] {
+        let b = if with_session {
+            signed_in(&env).await.0
+        } else {
+            Browser::new()
+        };
+        let mut req = b.client.get(env.url("/public/echo"));
+        for name in conventions {
+            req = req.header(name, "admin");
+        }
+        let r = b.send(req).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let names = upstream_header_names(&r.json());
+        for name in conventions {
+            let folded = name.to_ascii_lowercase().replace('_', "-");
+            assert!(
+                !names.iter().any(|n| n.replace('_', "-") == folded),
+                "{name} reached the upstream (signed in: {with_session}): {names:?}"
+            );
+        }
+    }
+}
