@@ -1,16 +1,21 @@
-//! The deployment material stays wired to the code: every YAML document under
-//! `examples/kubernetes/` parses, the Service reaches only the sidecar's proxy port, the probes
+//! The deployment material stays wired to the code. Both Kubernetes sets are checked alike
+//! where they agree: `examples/kubernetes/` (one replica on SQLite) and
+//! `examples/kubernetes/multi-replica/` (three on PostgreSQL). Every YAML document parses, each
+//! kustomization lists real files, the Service reaches only the sidecar's proxy port, the probes
 //! hit the admin listener, the secrets come from the Secret under the names the config reads,
 //! the ConfigMap's `config.toml` is mounted where `run --config` reads it and passes the
-//! sidecar's own validation, the database sits on the claim, the containers are locked down,
-//! and the `Dockerfile` builds with cmake and runs as a non-root user. Also: every metric in
+//! sidecar's own validation, the shutdown timings leave room for the drain, and the containers
+//! are locked down. Where they differ: the SQLite database sits on the claim of one `Recreate`
+//! replica; the PostgreSQL set rolls three replicas without downtime under a disruption budget,
+//! spreads them over nodes, keeps no data in the Pod and stays within a connection budget.
+//! Also: the `Dockerfile` builds with cmake and runs as a non-root user, and every metric in
 //! `src/metrics.rs` is documented in `docs/operations.md`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use nini_auth::config::{self, Config, SecretsPolicy};
+use nini_auth::config::{self, Config, Database, SecretsPolicy};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -23,16 +28,61 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
 
+/// The two Kubernetes sets: alternatives for one namespace (both name their objects `nini`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
+    /// One replica, SQLite on a PersistentVolumeClaim, `Recreate`.
+    Single,
+    /// Three replicas on PostgreSQL, `RollingUpdate`, no volume for data.
+    Multi,
+}
+
+const SETS: [Set; 2] = [Set::Single, Set::Multi];
+
+impl Set {
+    fn dir(self) -> &'static str {
+        match self {
+            Set::Single => "examples/kubernetes",
+            Set::Multi => "examples/kubernetes/multi-replica",
+        }
+    }
+
+    /// What the set's kustomization applies, one of each.
+    fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Set::Single => &["Deployment", "Service", "ConfigMap", "PersistentVolumeClaim", "Ingress"],
+            Set::Multi => &["Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Ingress"],
+        }
+    }
+
+    /// The variables the sidecar takes from the Secret: the PostgreSQL URL carries a password.
+    fn secret_vars(self) -> BTreeSet<&'static str> {
+        let mut vars = BTreeSet::from([config::ENV_CLIENT_KEY, config::ENV_CLIENT_SECRET, config::ENV_SECRET]);
+        if self == Set::Multi {
+            vars.insert(config::ENV_DATABASE_URL);
+        }
+        vars
+    }
+}
+
+/// What validation gets for `DATABASE_URL`: any well-formed URL; nothing connects to it.
+const TEST_DATABASE_URL: &str = "postgres://nini_auth:test-password@postgres.test.internal:5432/nini";
+
+/// Half of PostgreSQL's default `max_connections` (100): what the Pods a rollout runs at once
+/// may hold, leaving the rest to old Pods still draining, the app's own pool and operators.
+const CONNECTION_BUDGET: u64 = 50;
+
 /// One YAML document, converted to JSON values for easy indexing.
 struct Doc {
     file: String,
     v: Value,
 }
 
-/// Every document of every `*.yaml` / `*.yml` under examples/kubernetes (multi-document files
-/// included; empty documents skipped). The directory also holds other examples (forward-auth).
-fn all_docs() -> Vec<Doc> {
-    let dir = root().join("examples/kubernetes");
+/// Every document of every `*.yaml` / `*.yml` directly in the set's directory (multi-document
+/// files included; empty documents skipped). The single-replica directory also holds other
+/// examples (forward-auth).
+fn all_docs(set: Set) -> Vec<Doc> {
+    let dir = root().join(set.dir());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
@@ -45,20 +95,21 @@ fn all_docs() -> Vec<Doc> {
         let name = f.file_name().expect("name").to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&f).expect("read manifest");
         for de in serde_norway::Deserializer::from_str(&text) {
-            let y = serde_norway::Value::deserialize(de).unwrap_or_else(|e| panic!("{name}: invalid YAML: {e}"));
+            let y = serde_norway::Value::deserialize(de)
+                .unwrap_or_else(|e| panic!("{}/{name}: invalid YAML: {e}", set.dir()));
             if y.is_null() {
                 continue;
             }
-            let v = serde_json::to_value(&y).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let v = serde_json::to_value(&y).unwrap_or_else(|e| panic!("{}/{name}: {e}", set.dir()));
             out.push(Doc { file: name.clone(), v });
         }
     }
     out
 }
 
-/// The sidecar example: the documents of the files `kustomization.yaml` applies.
-fn docs() -> Vec<Doc> {
-    let all = all_docs();
+/// The sidecar example: the documents of the files the set's `kustomization.yaml` applies.
+fn docs(set: Set) -> Vec<Doc> {
+    let all = all_docs(set);
     let listed: Vec<String> = arr(&one(&all, "Kustomization")["resources"])
         .iter()
         .map(|r| s(r).to_string())
@@ -67,15 +118,15 @@ fn docs() -> Vec<Doc> {
 }
 
 /// The Secret the sidecar's environment refers to (not applied by the kustomization).
-fn referenced_secret(docs: &[Doc]) -> (String, Value) {
+fn referenced_secret(set: Set, docs: &[Doc]) -> (String, Value) {
     let names: BTreeSet<String> = secret_env(sidecar(docs)).into_values().map(|(n, _)| n).collect();
     assert_eq!(names.len(), 1, "the sidecar's secrets come from one Secret: {names:?}");
     let name = names.into_iter().next().expect("secret name");
-    let all = all_docs();
+    let all = all_docs(set);
     let d = all
         .iter()
         .find(|d| d.v["kind"] == "Secret" && d.v["metadata"]["name"] == name.as_str())
-        .unwrap_or_else(|| panic!("no example Secret named {name:?} under examples/kubernetes"));
+        .unwrap_or_else(|| panic!("no example Secret named {name:?} under {}", set.dir()));
     (d.file.clone(), d.v.clone())
 }
 
@@ -93,7 +144,7 @@ fn named<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Value {
     of_kind(docs, kind)
         .into_iter()
         .find(|d| d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} named {name:?} in examples/kubernetes"))
+        .unwrap_or_else(|| panic!("no {kind} named {name:?}"))
 }
 
 fn s(v: &Value) -> &str {
@@ -106,6 +157,40 @@ fn arr(v: &Value) -> &Vec<Value> {
 
 fn pod_spec(docs: &[Doc]) -> &Value {
     &one(docs, "Deployment")["spec"]["template"]["spec"]
+}
+
+/// Whether a `matchLabels` selector picks the Deployment's Pods.
+fn selects_pods(docs: &[Doc], match_labels: &Value) -> bool {
+    let labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .expect("pod labels");
+    match_labels
+        .as_object()
+        .is_some_and(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// The Deployment's replica count.
+fn replicas(docs: &[Doc]) -> u64 {
+    one(docs, "Deployment")["spec"]["replicas"]
+        .as_u64()
+        .expect("spec.replicas as a number")
+}
+
+/// A rolling update's `maxSurge` / `maxUnavailable` as a Pod count: a number, or a percentage
+/// of `replicas` (Kubernetes rounds surge up and unavailability down).
+fn rollout_pods(v: &Value, replicas: u64, round_up: bool) -> u64 {
+    if let Some(n) = v.as_u64() {
+        return n;
+    }
+    let pct: u64 = s(v)
+        .strip_suffix('%')
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("expected a count or a percentage, got {v}"));
+    if round_up {
+        (replicas * pct).div_ceil(100)
+    } else {
+        replicas * pct / 100
+    }
 }
 
 /// The nini-auth container: the one running our image.
@@ -200,11 +285,41 @@ fn secret_env(c: &Value) -> HashMap<String, (String, String)> {
         .collect()
 }
 
+/// Seconds a container's `preStop` hook sleeps (the built-in `sleep` action or `exec sleep
+/// N`); 0 without a hook. Any other hook fails the test: its duration could not be checked.
+fn prestop_sleep(c: &Value) -> u64 {
+    let hook = &c["lifecycle"]["preStop"];
+    if hook.is_null() {
+        return 0;
+    }
+    if let Some(n) = hook["sleep"]["seconds"].as_u64() {
+        return n;
+    }
+    let cmd: Vec<&str> = arr(&hook["exec"]["command"]).iter().map(s).collect();
+    match cmd.as_slice() {
+        ["sleep", n] => n
+            .parse()
+            .unwrap_or_else(|_| panic!("{}: preStop sleeps {n:?}", c["name"])),
+        _ => panic!("{}: preStop must be a sleep, got {cmd:?}", c["name"]),
+    }
+}
+
+/// The sidecar's configuration as its Pod would load it.
+struct Loaded {
+    cfg: Config,
+    /// The ConfigMap's `config.toml`, as written.
+    text: String,
+    /// `storage.database` as written in the file (its default when the key is absent).
+    written_database: String,
+    /// Where the database went when the file's directory (a volume) does not exist here.
+    _tmp: tempfile::TempDir,
+}
+
 /// The ConfigMap's config.toml as mounted for the sidecar, validated exactly as `run` would,
-/// with the Deployment's Secret-backed variables set to test values. Returns the config and the
-/// database path as written in the file (validation needs its directory to exist here, so a
-/// missing /data alone is tolerated and the database moved to a temporary directory).
-fn sidecar_config(docs: &[Doc]) -> (Config, PathBuf, tempfile::TempDir) {
+/// with the Deployment's Secret-backed variables set to test values (`DATABASE_URL` to a
+/// PostgreSQL URL). Validation needs a SQLite database's directory to exist here, so a missing
+/// one alone is tolerated and the database moved to a temporary directory.
+fn sidecar_config(docs: &[Doc]) -> Loaded {
     let c = sidecar(docs);
     let path = PathBuf::from(config_path(c));
     let dir = path.parent().expect("config dir");
@@ -232,15 +347,15 @@ fn sidecar_config(docs: &[Doc]) -> (Config, PathBuf, tempfile::TempDir) {
 
     let mut env: HashMap<String, String> = HashMap::new();
     for name in secret_env(c).keys() {
-        let value = if name == config::ENV_SECRET {
-            nini_auth::crypto::generate_key_base64().expect("key")
-        } else {
-            format!("test-{}", name.to_lowercase())
+        let value = match name.as_str() {
+            config::ENV_SECRET => nini_auth::crypto::generate_key_base64().expect("key"),
+            config::ENV_DATABASE_URL => TEST_DATABASE_URL.to_string(),
+            _ => format!("test-{}", name.to_lowercase()),
         };
         env.insert(name.clone(), value);
     }
     let raw = config::parse(&text).unwrap_or_else(|e| panic!("{cm_name}/{key} does not parse:\n{}", e.report()));
-    let database = PathBuf::from(&raw.storage.database);
+    let written_database = raw.storage.database.clone();
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = match config::validate(raw, &env, SecretsPolicy::Required) {
         Ok(cfg) => cfg,
@@ -264,225 +379,274 @@ fn sidecar_config(docs: &[Doc]) -> (Config, PathBuf, tempfile::TempDir) {
         "TIKTOK_CLIENT_KEY reaches the config"
     );
     assert_eq!(cfg.keys.len(), 1, "NINI_AUTH_SECRET reaches the key ring");
-    (cfg, database, tmp)
+    if env.contains_key(config::ENV_DATABASE_URL) {
+        assert!(
+            matches!(cfg.storage.database, Database::Postgres(_)),
+            "DATABASE_URL reaches storage.database"
+        );
+    }
+    Loaded {
+        cfg,
+        text,
+        written_database,
+        _tmp: tmp,
+    }
 }
 
 #[test]
-fn every_manifest_parses_and_the_kustomization_lists_real_files() {
-    let all = all_docs();
-    for d in &all {
-        assert!(d.v["apiVersion"].is_string(), "{}: document without apiVersion", d.file);
-        assert!(d.v["kind"].is_string(), "{}: document without kind", d.file);
-        if d.v["kind"] != "Kustomization" {
+fn every_manifest_parses_and_each_kustomization_lists_real_files() {
+    for set in SETS {
+        let all = all_docs(set);
+        for d in &all {
+            let at = format!("{}/{}", set.dir(), d.file);
+            assert!(d.v["apiVersion"].is_string(), "{at}: document without apiVersion");
+            assert!(d.v["kind"].is_string(), "{at}: document without kind");
+            if d.v["kind"] != "Kustomization" {
+                assert!(
+                    d.v["metadata"]["name"].is_string(),
+                    "{at}: {} without a name",
+                    d.v["kind"]
+                );
+            }
+        }
+        let k = one(&all, "Kustomization");
+        for f in arr(&k["resources"]).iter().map(s) {
             assert!(
-                d.v["metadata"]["name"].is_string(),
-                "{}: {} without a name",
-                d.file,
-                d.v["kind"]
+                root().join(set.dir()).join(f).is_file(),
+                "{}/kustomization.yaml lists missing {f}",
+                set.dir()
             );
         }
-    }
-    let k = one(&all, "Kustomization");
-    for f in arr(&k["resources"]).iter().map(s) {
+        let docs = docs(set);
+        for kind in set.kinds() {
+            one(&docs, kind);
+        }
+        let (secret_file, _) = referenced_secret(set, &docs);
         assert!(
-            root().join("examples/kubernetes").join(f).is_file(),
-            "kustomization lists missing {f}"
+            docs.iter().all(|d| d.file != secret_file),
+            "the placeholder Secret ({}/{secret_file}) must not be applied by the kustomization",
+            set.dir()
         );
     }
-    let docs = docs();
-    for kind in ["Deployment", "Service", "ConfigMap", "PersistentVolumeClaim", "Ingress"] {
-        one(&docs, kind);
-    }
-    let (secret_file, _) = referenced_secret(&docs);
-    assert!(
-        docs.iter().all(|d| d.file != secret_file),
-        "the placeholder Secret ({secret_file}) must not be applied by the kustomization"
-    );
 }
 
 #[test]
 fn service_targets_the_sidecar_proxy_port_only() {
-    let docs = docs();
-    let svc = one(&docs, "Service");
-    let deploy = one(&docs, "Deployment");
-    let labels = deploy["spec"]["template"]["metadata"]["labels"]
-        .as_object()
-        .expect("pod labels");
-    for (k, v) in svc["spec"]["selector"].as_object().expect("service selector") {
-        assert_eq!(labels.get(k), Some(v), "Service selector {k} does not match the Pod");
-    }
-    for (k, v) in deploy["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .expect("matchLabels")
-    {
-        assert_eq!(labels.get(k), Some(v), "Deployment selector {k} does not match the Pod");
-    }
-    let side = sidecar(&docs);
-    let app = app(&docs);
-    let proxy = named_port(side, "proxy");
-    let admin = named_port(side, "admin");
-    assert_eq!(proxy, 4180);
-    let ports = arr(&svc["spec"]["ports"]);
-    assert!(!ports.is_empty());
-    for p in ports {
-        let target = if p["targetPort"].is_null() {
-            &p["port"]
-        } else {
-            &p["targetPort"]
-        };
-        assert_eq!(
-            resolve_port(side, target),
-            Some(proxy),
-            "Service port {p} must target the sidecar's proxy port"
+    for set in SETS {
+        let docs = docs(set);
+        let svc = one(&docs, "Service");
+        let deploy = one(&docs, "Deployment");
+        assert!(
+            selects_pods(&docs, &svc["spec"]["selector"]),
+            "{set:?}: the Service selector must match the Pods"
         );
-        assert!(resolve_port(app, target).is_none(), "Service port {p} reaches the app");
-        assert_ne!(
-            resolve_port(side, target),
-            Some(admin),
-            "the admin port must stay out of the Service"
+        assert!(
+            selects_pods(&docs, &deploy["spec"]["selector"]["matchLabels"]),
+            "{set:?}: the Deployment selector must match its Pods"
+        );
+        let side = sidecar(&docs);
+        let app = app(&docs);
+        let proxy = named_port(side, "proxy");
+        let admin = named_port(side, "admin");
+        assert_eq!(proxy, 4180);
+        let ports = arr(&svc["spec"]["ports"]);
+        assert!(!ports.is_empty());
+        for p in ports {
+            let target = if p["targetPort"].is_null() {
+                &p["port"]
+            } else {
+                &p["targetPort"]
+            };
+            assert_eq!(
+                resolve_port(side, target),
+                Some(proxy),
+                "{set:?}: Service port {p} must target the sidecar's proxy port"
+            );
+            assert!(
+                resolve_port(app, target).is_none(),
+                "{set:?}: Service port {p} reaches the app"
+            );
+            assert_ne!(
+                resolve_port(side, target),
+                Some(admin),
+                "{set:?}: the admin port must stay out of the Service"
+            );
+        }
+        // The app declares no port at all: it listens on loopback, behind the sidecar.
+        assert!(
+            app["ports"].as_array().is_none_or(|p| p.is_empty()),
+            "{set:?}: the app container must not declare ports"
         );
     }
-    // The app declares no port at all: it listens on loopback, behind the sidecar.
-    assert!(
-        app["ports"].as_array().is_none_or(|p| p.is_empty()),
-        "the app container must not declare ports"
-    );
 }
 
 #[test]
 fn probes_hit_the_admin_listener() {
-    let docs = docs();
-    let side = sidecar(&docs);
-    let admin = named_port(side, "admin");
-    let (cfg, _, _tmp) = sidecar_config(&docs);
-    let listen = cfg.ops.admin_listen.expect("admin.listen must be set");
-    assert_eq!(
-        u64::from(listen.port()),
-        admin,
-        "admin.listen port = the admin containerPort"
-    );
-    assert!(
-        listen.ip().is_unspecified(),
-        "admin.listen must bind all interfaces: the kubelet probes the Pod IP, not loopback"
-    );
-    for (probe, path) in [
-        ("livenessProbe", "/healthz"),
-        ("readinessProbe", "/readyz"),
-        ("startupProbe", "/healthz"),
-    ] {
-        let p = &side[probe];
-        if probe == "startupProbe" && p.is_null() {
-            continue;
-        }
-        let get = &p["httpGet"];
-        assert_eq!(get["path"], path, "{probe} path");
+    for set in SETS {
+        let docs = docs(set);
+        let side = sidecar(&docs);
+        let admin = named_port(side, "admin");
+        let cfg = sidecar_config(&docs).cfg;
+        let listen = cfg.ops.admin_listen.expect("admin.listen must be set");
         assert_eq!(
-            resolve_port(side, &get["port"]),
-            Some(admin),
-            "{probe} must use the admin port"
+            u64::from(listen.port()),
+            admin,
+            "{set:?}: admin.listen port = the admin containerPort"
         );
+        assert!(
+            listen.ip().is_unspecified(),
+            "{set:?}: admin.listen must bind all interfaces: the kubelet probes the Pod IP, not loopback"
+        );
+        for (probe, path) in [
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+            ("startupProbe", "/healthz"),
+        ] {
+            let p = &side[probe];
+            if probe == "startupProbe" && p.is_null() {
+                continue;
+            }
+            let get = &p["httpGet"];
+            assert_eq!(get["path"], path, "{set:?}: {probe} path");
+            assert_eq!(
+                resolve_port(side, &get["port"]),
+                Some(admin),
+                "{set:?}: {probe} must use the admin port"
+            );
+        }
+        assert_ne!(u64::from(cfg.listen.port()), admin);
     }
-    assert_ne!(u64::from(cfg.listen.port()), admin);
 }
 
 #[test]
 fn secrets_come_from_the_secret_under_the_names_the_config_reads() {
-    let docs = docs();
-    let side = sidecar(&docs);
-    let env = secret_env(side);
-    let expected: BTreeSet<&str> = [config::ENV_CLIENT_KEY, config::ENV_CLIENT_SECRET, config::ENV_SECRET].into();
-    let got: BTreeSet<&str> = env.keys().map(String::as_str).collect();
-    assert_eq!(got, expected, "the sidecar's Secret-backed variables");
-    let (_, secret) = referenced_secret(&docs);
-    let secret_name = s(&secret["metadata"]["name"]);
-    for (var, (name, key)) in &env {
-        assert_eq!(name, secret_name, "{var} must come from the Secret {secret_name}");
-        assert_eq!(key, var, "{var}: the Secret key has the variable's name");
-        assert!(
-            secret["stringData"][key.as_str()].is_string() || secret["data"][key.as_str()].is_string(),
-            "the example Secret has no key {key}"
-        );
-    }
-    // No secret (or database override) as a plain value anywhere in the Pod.
-    for c in arr(&pod_spec(&docs)["containers"]) {
-        for e in c["env"].as_array().into_iter().flatten() {
-            let n = s(&e["name"]);
-            if expected.contains(n) || n == config::ENV_DATABASE_URL {
-                assert!(e["value"].is_null(), "{n} must not be a literal value");
+    for set in SETS {
+        let docs = docs(set);
+        let side = sidecar(&docs);
+        let env = secret_env(side);
+        let expected = set.secret_vars();
+        let got: BTreeSet<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(got, expected, "{set:?}: the sidecar's Secret-backed variables");
+        let (_, secret) = referenced_secret(set, &docs);
+        let secret_name = s(&secret["metadata"]["name"]);
+        for (var, (name, key)) in &env {
+            assert_eq!(
+                name, secret_name,
+                "{set:?}: {var} must come from the Secret {secret_name}"
+            );
+            assert_eq!(key, var, "{set:?}: {var}: the Secret key has the variable's name");
+            assert!(
+                secret["stringData"][key.as_str()].is_string() || secret["data"][key.as_str()].is_string(),
+                "{set:?}: the example Secret has no key {key}"
+            );
+        }
+        // No secret (or database override) as a plain value anywhere in the Pod.
+        for c in arr(&pod_spec(&docs)["containers"]) {
+            for e in c["env"].as_array().into_iter().flatten() {
+                let n = s(&e["name"]);
+                if expected.contains(n) || n == config::ENV_DATABASE_URL {
+                    assert!(e["value"].is_null(), "{set:?}: {n} must not be a literal value");
+                }
             }
         }
     }
-    assert!(!env.contains_key(config::ENV_DATABASE_URL));
 }
 
 #[test]
 fn config_is_mounted_where_run_reads_it_and_validates() {
-    let docs = docs();
-    let side = sidecar(&docs);
-    let app = app(&docs);
-    let (cfg, _, _tmp) = sidecar_config(&docs);
-    assert_eq!(
-        u64::from(cfg.listen.port()),
-        named_port(side, "proxy"),
-        "server.listen = the proxy port"
-    );
-    assert!(
-        cfg.listen.ip().is_unspecified(),
-        "server.listen must accept the Service's traffic on the Pod IP"
-    );
-    assert_eq!(cfg.public_url.scheme(), "https", "production public_url is https");
-    assert!(matches!(cfg.ops.log_format, config::LogFormat::Json));
-    assert!(
-        !cfg.ops.trusted_proxies.is_empty(),
-        "trusted_proxies must name the ingress"
-    );
-    assert!(cfg.ops.hsts_max_age.is_some());
-    // The app: loopback only, on the port the sidecar forwards to.
-    assert!(
-        cfg.upstream.addr.ip().is_loopback(),
-        "upstream must be the app on loopback"
-    );
-    let app_env: HashMap<&str, &str> = app["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
-        .collect();
-    if let Some(host) = app_env.get("HOSTNAME") {
-        assert!(
-            host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
-            "the app must bind loopback"
-        );
-    }
-    if let Some(port) = app_env.get("PORT") {
+    for set in SETS {
+        let docs = docs(set);
+        let side = sidecar(&docs);
+        let app = app(&docs);
+        let cfg = sidecar_config(&docs).cfg;
         assert_eq!(
-            port.parse::<u16>().ok(),
-            Some(cfg.upstream.addr.port()),
-            "app PORT = upstream.url port"
+            u64::from(cfg.listen.port()),
+            named_port(side, "proxy"),
+            "{set:?}: server.listen = the proxy port"
+        );
+        assert!(
+            cfg.listen.ip().is_unspecified(),
+            "{set:?}: server.listen must accept the Service's traffic on the Pod IP"
+        );
+        assert_eq!(cfg.public_url.scheme(), "https", "production public_url is https");
+        assert!(matches!(cfg.ops.log_format, config::LogFormat::Json));
+        assert!(
+            !cfg.ops.trusted_proxies.is_empty(),
+            "{set:?}: trusted_proxies must name the ingress"
+        );
+        assert!(cfg.ops.hsts_max_age.is_some());
+        // The app: loopback only, on the port the sidecar forwards to.
+        assert!(
+            cfg.upstream.addr.ip().is_loopback(),
+            "{set:?}: upstream must be the app on loopback"
+        );
+        let app_env: HashMap<&str, &str> = app["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+            .collect();
+        if let Some(host) = app_env.get("HOSTNAME") {
+            assert!(
+                host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+                "{set:?}: the app must bind loopback"
+            );
+        }
+        if let Some(port) = app_env.get("PORT") {
+            assert_eq!(
+                port.parse::<u16>().ok(),
+                Some(cfg.upstream.addr.port()),
+                "{set:?}: app PORT = upstream.url port"
+            );
+        }
+        // The image's default command reads the same file.
+        let dockerfile = read("Dockerfile");
+        assert!(
+            dockerfile.contains(&config_path(side)),
+            "{set:?}: Dockerfile CMD and the Deployment must agree on the config path"
         );
     }
-    // Room for the drain: the kubelet's SIGKILL comes after the grace period.
-    let grace = pod_spec(&docs)["terminationGracePeriodSeconds"]
-        .as_u64()
-        .expect("terminationGracePeriodSeconds");
-    assert!(
-        grace > cfg.shutdown_timeout.as_secs(),
-        "terminationGracePeriodSeconds ({grace}) must exceed server.shutdown_timeout ({:?})",
-        cfg.shutdown_timeout
-    );
-    // The image's default command reads the same file.
-    let dockerfile = read("Dockerfile");
-    assert!(
-        dockerfile.contains(&config_path(side)),
-        "Dockerfile CMD and the Deployment must agree on the config path"
-    );
 }
 
 #[test]
-fn database_lives_on_the_persistent_volume_claim() {
-    let docs = docs();
+fn shutdown_leaves_room_for_the_drain() {
+    for set in SETS {
+        let docs = docs(set);
+        let cfg = sidecar_config(&docs).cfg;
+        // pingora drains in whole seconds, rounded up.
+        let drain = cfg.shutdown_timeout.as_millis().div_ceil(1000) as u64;
+        let grace = pod_spec(&docs)["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("terminationGracePeriodSeconds");
+        // The sidecar gets SIGTERM after its own preStop hook, then drains; the kubelet's
+        // SIGKILL comes after the grace period, which counts from the start of the hooks.
+        let sidecar_stops = prestop_sleep(sidecar(&docs)) + drain;
+        assert!(
+            grace > sidecar_stops,
+            "{set:?}: terminationGracePeriodSeconds ({grace}) must exceed the sidecar's preStop \
+             sleep plus server.shutdown_timeout ({sidecar_stops} s)"
+        );
+        // Requests being drained still need an app to talk to.
+        let app_sleep = prestop_sleep(app(&docs));
+        assert!(
+            app_sleep > sidecar_stops,
+            "{set:?}: the app's preStop sleep ({app_sleep} s) must outlast the sidecar's drain \
+             ({sidecar_stops} s)"
+        );
+        assert!(
+            grace > app_sleep,
+            "{set:?}: the grace period must leave the app time to stop after its preStop sleep"
+        );
+    }
+}
+
+#[test]
+fn sqlite_database_lives_on_the_persistent_volume_claim() {
+    let docs = docs(Set::Single);
     let side = sidecar(&docs);
-    let (_, database, _tmp) = sidecar_config(&docs);
+    let loaded = sidecar_config(&docs);
+    assert!(matches!(loaded.cfg.storage.database, Database::Sqlite(_)));
+    let database = PathBuf::from(&loaded.written_database);
     assert!(
         database.is_absolute(),
         "storage.database must be an absolute path on the volume"
@@ -502,7 +666,7 @@ fn database_lives_on_the_persistent_volume_claim() {
     assert!(pvc["spec"]["resources"]["requests"]["storage"].is_string());
     // One writer node: one replica, and the old Pod gone before the new one starts.
     let deploy = one(&docs, "Deployment");
-    assert_eq!(deploy["spec"]["replicas"], 1);
+    assert_eq!(replicas(&docs), 1);
     assert_eq!(deploy["spec"]["strategy"]["type"], "Recreate");
     // pingora's pid file and upgrade socket go to /tmp; the root file system is read-only.
     let (_, tmp) = mount_at(&docs, side, Path::new("/tmp"));
@@ -510,74 +674,204 @@ fn database_lives_on_the_persistent_volume_claim() {
 }
 
 #[test]
-fn containers_are_locked_down_and_sized() {
-    let docs = docs();
-    let pod = pod_spec(&docs);
-    let pod_sc = &pod["securityContext"];
-    assert_eq!(pod["automountServiceAccountToken"], false);
-    for c in arr(&pod["containers"]) {
-        let name = s(&c["name"]);
-        let sc = &c["securityContext"];
-        // Container settings win over the Pod's.
-        let eff = |k: &str| if sc[k].is_null() { &pod_sc[k] } else { &sc[k] };
-        assert_eq!(eff("runAsNonRoot"), &Value::Bool(true), "{name}: runAsNonRoot");
-        let uid = eff("runAsUser")
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name}: numeric runAsUser"));
-        assert!(uid > 0, "{name}: runAsUser must not be root");
-        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}: readOnlyRootFilesystem");
-        assert_eq!(
-            sc["allowPrivilegeEscalation"], false,
-            "{name}: allowPrivilegeEscalation"
-        );
-        assert!(
-            arr(&sc["capabilities"]["drop"]).iter().any(|c| c == "ALL"),
-            "{name}: capabilities.drop ALL"
-        );
-        assert_eq!(eff("seccompProfile")["type"], "RuntimeDefault", "{name}: seccomp");
-        let res = &c["resources"];
-        for r in ["cpu", "memory"] {
-            assert!(!res["requests"][r].is_null(), "{name}: resources.requests.{r}");
+fn postgresql_set_keeps_no_data_in_the_pod() {
+    let set = Set::Multi;
+    let docs = docs(set);
+    assert!(
+        of_kind(&all_docs(set), "PersistentVolumeClaim").is_empty(),
+        "the PostgreSQL set has no PersistentVolumeClaim"
+    );
+    for v in arr(&pod_spec(&docs)["volumes"]) {
+        for kind in ["persistentVolumeClaim", "hostPath", "ephemeral"] {
+            assert!(v[kind].is_null(), "volume {} keeps data in the Pod ({kind})", v["name"]);
         }
-        assert!(!res["limits"]["memory"].is_null(), "{name}: resources.limits.memory");
     }
-    // The sidecar runs as the image's user.
-    let uid = sidecar(&docs)["securityContext"]["runAsUser"]
-        .as_u64()
-        .expect("sidecar uid");
-    let (user, _) = dockerfile_user();
-    assert_eq!(uid.to_string(), user, "the sidecar's runAsUser = the Dockerfile's USER");
+    // The database comes from the Secret alone: no path in the file to mislead anyone.
+    let loaded = sidecar_config(&docs);
+    let file: toml::Value = toml::from_str(&loaded.text).expect("config.toml is TOML");
+    assert!(
+        file.get("storage").and_then(|st| st.get("database")).is_none(),
+        "the ConfigMap's config.toml must leave storage.database to DATABASE_URL"
+    );
+    assert!(matches!(loaded.cfg.storage.database, Database::Postgres(_)));
+    // The example URL is one the sidecar accepts, and asks for no TLS it cannot do yet.
+    let (_, secret) = referenced_secret(set, &docs);
+    let url = s(&secret["stringData"][config::ENV_DATABASE_URL]);
+    let storage = config::storage_from_url(config::ENV_DATABASE_URL, url)
+        .unwrap_or_else(|e| panic!("the example DATABASE_URL is refused:\n{}", e.report()));
+    assert!(matches!(storage.database, Database::Postgres(_)));
+    let sslmode = url::Url::parse(url)
+        .expect("URL")
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map(|(_, v)| v.into_owned());
+    assert!(
+        sslmode.as_deref().is_none_or(|m| m == "disable" || m == "prefer"),
+        "sslmode={sslmode:?}: TLS to PostgreSQL is not implemented, the start would fail"
+    );
+    // pingora's pid file and upgrade socket go to /tmp; the root file system is read-only.
+    let (_, tmp) = mount_at(&docs, sidecar(&docs), Path::new("/tmp"));
+    assert!(tmp["emptyDir"].is_object(), "/tmp must be an emptyDir");
+}
+
+#[test]
+fn postgresql_set_rolls_three_replicas_within_a_disruption_budget() {
+    let docs = docs(Set::Multi);
+    let n = replicas(&docs);
+    assert_eq!(n, 3);
+    let strategy = &one(&docs, "Deployment")["spec"]["strategy"];
+    assert_eq!(strategy["type"], "RollingUpdate");
+    let rolling = &strategy["rollingUpdate"];
+    assert_eq!(
+        rollout_pods(&rolling["maxUnavailable"], n, false),
+        0,
+        "maxUnavailable: 0, a new Pod is ready before an old one stops"
+    );
+    assert!(
+        rollout_pods(&rolling["maxSurge"], n, true) >= 1,
+        "with maxUnavailable 0, only a surge Pod lets a rollout progress"
+    );
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert!(
+        selects_pods(&docs, &pdb["spec"]["selector"]["matchLabels"]),
+        "the PodDisruptionBudget must select the Deployment's Pods"
+    );
+    assert!(pdb["spec"]["maxUnavailable"].is_null(), "use minAvailable");
+    let min = pdb["spec"]["minAvailable"].as_u64().expect("minAvailable as a number");
+    assert!(
+        (1..n).contains(&min),
+        "minAvailable {min} must keep Pods up and still let a drain evict one of {n}"
+    );
+}
+
+#[test]
+fn postgresql_set_spreads_replicas_over_nodes() {
+    let docs = docs(Set::Multi);
+    let pod = pod_spec(&docs);
+    let host = "kubernetes.io/hostname";
+    let spread = pod["topologySpreadConstraints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["topologyKey"] == host
+                && c["maxSkew"] == 1
+                && c["whenUnsatisfiable"] == "DoNotSchedule"
+                && selects_pods(&docs, &c["labelSelector"]["matchLabels"])
+        });
+    let anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["topologyKey"] == host && selects_pods(&docs, &t["labelSelector"]["matchLabels"]));
+    assert!(
+        spread || anti,
+        "replicas must be spread over nodes ({host}): a required topology spread constraint or pod anti-affinity"
+    );
+}
+
+#[test]
+fn postgresql_set_stays_within_the_connection_budget() {
+    let docs = docs(Set::Multi);
+    let cfg = sidecar_config(&docs).cfg;
+    let n = replicas(&docs);
+    let surge = rollout_pods(
+        &one(&docs, "Deployment")["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
+        n,
+        true,
+    );
+    // Per replica: the query pool, the per-user lock pool (each max_connections) and the
+    // LISTEN connection (src/store/postgres/mod.rs).
+    let per_pod = 2 * u64::from(cfg.storage.max_connections) + 1;
+    let total = (n + surge) * per_pod;
+    assert!(
+        total <= CONNECTION_BUDGET,
+        "{} Pods x {per_pod} connections = {total}, over {CONNECTION_BUDGET}: lower storage.max_connections",
+        n + surge
+    );
+}
+
+#[test]
+fn containers_are_locked_down_and_sized() {
+    for set in SETS {
+        let docs = docs(set);
+        let pod = pod_spec(&docs);
+        let pod_sc = &pod["securityContext"];
+        assert_eq!(pod["automountServiceAccountToken"], false, "{set:?}");
+        for c in arr(&pod["containers"]) {
+            let name = format!("{set:?}/{}", s(&c["name"]));
+            let sc = &c["securityContext"];
+            // Container settings win over the Pod's.
+            let eff = |k: &str| if sc[k].is_null() { &pod_sc[k] } else { &sc[k] };
+            assert_eq!(eff("runAsNonRoot"), &Value::Bool(true), "{name}: runAsNonRoot");
+            let uid = eff("runAsUser")
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name}: numeric runAsUser"));
+            assert!(uid > 0, "{name}: runAsUser must not be root");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}: readOnlyRootFilesystem");
+            assert_eq!(
+                sc["allowPrivilegeEscalation"], false,
+                "{name}: allowPrivilegeEscalation"
+            );
+            assert!(
+                arr(&sc["capabilities"]["drop"]).iter().any(|c| c == "ALL"),
+                "{name}: capabilities.drop ALL"
+            );
+            assert_eq!(eff("seccompProfile")["type"], "RuntimeDefault", "{name}: seccomp");
+            let res = &c["resources"];
+            for r in ["cpu", "memory"] {
+                assert!(!res["requests"][r].is_null(), "{name}: resources.requests.{r}");
+            }
+            assert!(!res["limits"]["memory"].is_null(), "{name}: resources.limits.memory");
+        }
+        // The sidecar runs as the image's user.
+        let uid = sidecar(&docs)["securityContext"]["runAsUser"]
+            .as_u64()
+            .expect("sidecar uid");
+        let (user, _) = dockerfile_user();
+        assert_eq!(
+            uid.to_string(),
+            user,
+            "{set:?}: the sidecar's runAsUser = the Dockerfile's USER"
+        );
+    }
 }
 
 #[test]
 fn ingress_terminates_tls_for_the_public_url_in_front_of_the_service() {
-    let docs = docs();
-    let ing = one(&docs, "Ingress");
-    let svc = one(&docs, "Service");
-    let (cfg, _, _tmp) = sidecar_config(&docs);
-    let host = cfg.public_url.host_str().expect("public_url host");
-    let rules = arr(&ing["spec"]["rules"]);
-    assert!(
-        rules.iter().any(|r| r["host"] == host),
-        "an Ingress rule for {host} (server.public_url)"
-    );
-    assert!(
-        arr(&ing["spec"]["tls"])
-            .iter()
-            .any(|t| arr(&t["hosts"]).iter().any(|h| h == host) && t["secretName"].is_string()),
-        "TLS for {host}"
-    );
-    for r in rules {
-        for p in arr(&r["http"]["paths"]) {
-            let b = &p["backend"]["service"];
-            assert_eq!(b["name"], svc["metadata"]["name"], "Ingress backend = the Service");
-            let port = &b["port"];
-            assert!(
-                arr(&svc["spec"]["ports"])
-                    .iter()
-                    .any(|sp| (port["name"].is_string() && sp["name"] == port["name"]) || sp["port"] == port["number"]),
-                "Ingress backend port {port} is not a Service port"
-            );
+    for set in SETS {
+        let docs = docs(set);
+        let ing = one(&docs, "Ingress");
+        let svc = one(&docs, "Service");
+        let cfg = sidecar_config(&docs).cfg;
+        let host = cfg.public_url.host_str().expect("public_url host");
+        let rules = arr(&ing["spec"]["rules"]);
+        assert!(
+            rules.iter().any(|r| r["host"] == host),
+            "{set:?}: an Ingress rule for {host} (server.public_url)"
+        );
+        assert!(
+            arr(&ing["spec"]["tls"])
+                .iter()
+                .any(|t| arr(&t["hosts"]).iter().any(|h| h == host) && t["secretName"].is_string()),
+            "{set:?}: TLS for {host}"
+        );
+        for r in rules {
+            for p in arr(&r["http"]["paths"]) {
+                let b = &p["backend"]["service"];
+                assert_eq!(
+                    b["name"], svc["metadata"]["name"],
+                    "{set:?}: Ingress backend = the Service"
+                );
+                let port = &b["port"];
+                assert!(
+                    arr(&svc["spec"]["ports"])
+                        .iter()
+                        .any(|sp| (port["name"].is_string() && sp["name"] == port["name"])
+                            || sp["port"] == port["number"]),
+                    "{set:?}: Ingress backend port {port} is not a Service port"
+                );
+            }
         }
     }
 }
