@@ -8,6 +8,10 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Log lines dropped because the log queue was full, since the process started (counted by
+/// `ops::logging`, which runs before any `Metrics` exists).
+pub static LOG_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Seconds; from 1 ms to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -36,6 +40,10 @@ pub struct Metrics {
     pub start_time: IntGaugeVec,
     /// How session cookies were resolved (see `SessionLookups`).
     pub session_lookups: SessionLookups,
+    /// Invalidations from other processes applied to this one's caches.
+    pub invalidations: prometheus::IntCounter,
+    /// Log lines dropped because stderr did not keep up (mirrors `LOG_DROPPED`).
+    log_dropped: prometheus::IntCounter,
     in_flight_count: AtomicI64,
 }
 
@@ -122,6 +130,22 @@ impl Metrics {
             known_unknown: lookups.with_label_values(&["known_unknown"]),
             forged: lookups.with_label_values(&["forged"]),
         };
+        let invalidations = prometheus::IntCounter::new(
+            "nini_auth_invalidations_total",
+            "Invalidations recorded by other processes (sign-outs, revocations, refreshes, syncs) applied to this one's caches.",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(invalidations.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let log_dropped = prometheus::IntCounter::new(
+            "nini_auth_log_dropped_total",
+            "Log lines dropped because stderr did not keep up (the log queue was full).",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(log_dropped.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
         let active_sessions = IntGauge::new("nini_auth_active_sessions", "Unexpired sessions in the store.")
             .unwrap_or_else(|e| panic!("metric: {e}"));
         let in_flight = IntGauge::new("nini_auth_in_flight_requests", "Requests being handled now.")
@@ -167,12 +191,19 @@ impl Metrics {
             in_flight,
             start_time,
             session_lookups,
+            invalidations,
+            log_dropped,
             in_flight_count: AtomicI64::new(0),
         }
     }
 
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let dropped = LOG_DROPPED.load(Ordering::Relaxed);
+        let seen = self.log_dropped.get();
+        if dropped > seen {
+            self.log_dropped.inc_by(dropped - seen);
+        }
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
         if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {

@@ -363,7 +363,7 @@ pub fn error_reply(auth: &Auth, req: &Request, err: &AuthError) -> Reply {
         let page = if code == "MissingCSRF" { "signin" } else { "error" };
         return Reply::json(200, &json!({ "url": auth.url(&format!("{BASE}/{page}?error={code}")) }));
     }
-    if req.accepts_html() {
+    let reply = if req.accepts_html() {
         let html = pages::error(
             lang(req),
             code,
@@ -374,5 +374,9 @@ pub fn error_reply(auth: &Auth, req: &Request, err: &AuthError) -> Reply {
         Reply::html(err.status(), html)
     } else {
         Reply::json(err.status(), &json!({ "error": code, "requestId": req.request_id }))
+    };
+    match err {
+        AuthError::Store(e) if e.is_unavailable() => reply.header("Retry-After", "5".into()),
+        _ => reply,
     }
 }

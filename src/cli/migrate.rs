@@ -1,8 +1,11 @@
 //! `nini-auth migrate-store --from A --to B`: copies a deployment's users (tokens still
 //! sealed), sessions and videos from one database to another, in key order and in batches,
 //! each batch an idempotent upsert in one transaction. Running it twice gives the same
-//! result; running it again after traffic moved copies what changed meanwhile. Used states,
-//! rate windows and invalidations are not copied: they expire within minutes.
+//! result, and a second run while the source still serves copies what changed meanwhile; a
+//! user changed at the target since (newer `updated_at`) is never rolled back. It does not
+//! delete: sessions ended at the source between two runs stay at the target, so the last run
+//! happens with the source stopped (docs/operations.md). Used states, rate windows and
+//! invalidations are not copied: they expire within minutes.
 
 use std::process::ExitCode;
 

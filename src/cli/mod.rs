@@ -88,43 +88,6 @@ pub enum Command {
     MigrateStore(migrate::MigrateArgs),
 }
 
-/// Logs go to stderr. `text`: one human line per record. `json`: one JSON object per line
-/// (`ts`, `level`, `target`, `msg`); access lines carry their fields at the top level.
-pub fn init_logging(format: LogFormat) {
-    use std::io::Write;
-    // pingora logs its start-up and shutdown chatter at info; keep ours at info and its at warn.
-    let env = env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn");
-    let mut b = env_logger::Builder::from_env(env);
-    match format {
-        LogFormat::Text => {
-            b.format_timestamp_millis();
-        }
-        LogFormat::Json => {
-            b.format(|buf, record| {
-                let ts = time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default();
-                let msg = record.args().to_string();
-                let mut obj = serde_json::Map::new();
-                obj.insert("ts".into(), ts.into());
-                obj.insert("level".into(), record.level().as_str().into());
-                obj.insert("target".into(), record.target().into());
-                // Access lines are already JSON objects: lift their fields.
-                match serde_json::from_str::<serde_json::Value>(&msg) {
-                    Ok(serde_json::Value::Object(fields)) if record.target() == "nini_auth::access" => {
-                        obj.extend(fields);
-                    }
-                    _ => {
-                        obj.insert("msg".into(), msg.into());
-                    }
-                }
-                writeln!(buf, "{}", serde_json::Value::Object(obj))
-            });
-        }
-    }
-    let _ = b.try_init();
-}
-
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -138,7 +101,7 @@ pub fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Run);
     if !matches!(command, Command::Run) {
-        init_logging(LogFormat::Text);
+        crate::ops::logging::init(LogFormat::Text);
     }
     match command {
         Command::Run => run(&cli.config),
@@ -205,7 +168,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logging(cfg.ops.log_format);
+    crate::ops::logging::init(cfg.ops.log_format);
     let listen = cfg.listen;
     let upstream = cfg.upstream.url.clone();
     let public = cfg.public_url.clone();

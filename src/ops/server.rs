@@ -178,17 +178,20 @@ impl BackgroundService for ActivityFlusher {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = tick.tick() => {}
-            }
+            let stopping = tokio::select! {
+                _ = shutdown.changed() => true,
+                _ = tick.tick() => false,
+            };
+            // On shutdown too: the last minute's activity is written before the process goes.
             let batch = self.app.activity.take_sessions();
-            if batch.is_empty() {
-                continue;
+            if !batch.is_empty() {
+                if let Err(e) = self.app.store.touch_sessions(&batch).await {
+                    log::warn!("recording session activity failed (kept for the next try): {e}");
+                    self.app.activity.restore_sessions(batch);
+                }
             }
-            if let Err(e) = self.app.store.touch_sessions(&batch).await {
-                log::warn!("recording session activity failed (kept for the next try): {e}");
-                self.app.activity.restore_sessions(batch);
+            if stopping {
+                break;
             }
         }
     }
@@ -206,6 +209,7 @@ impl BackgroundService for Invalidations {
     async fn start(&self, shutdown: ShutdownWatch) {
         let app = self.app.clone();
         let sink: InvalidationSink = Arc::new(move |inv: &Invalidation| {
+            app.metrics.invalidations.inc();
             if inv.is_everything() {
                 app.sessions.clear();
                 app.tokens.forget_all();
@@ -284,7 +288,7 @@ impl BackgroundService for Drain {
             log::warn!("shutdown: closing the store failed: {e}");
         }
         log::info!("nini-auth stopped");
-        log::logger().flush();
+        super::logging::drain();
         std::process::exit(0);
     }
 }

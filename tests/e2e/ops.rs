@@ -428,3 +428,59 @@ async fn websockets_upgrade_for_signed_in_users_only() {
     assert_eq!(text(ws.next().await), "ping through the sidecar");
     ws.close(None).await.expect("close");
 }
+
+/// A log pipe nobody reads (a stuck log shipper) fills up; requests must go on, with the
+/// lost lines counted, not wait on stderr.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_log_pipe_never_stops_requests() {
+    let env = TestEnv::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let admin = nini_auth::ops::free_port().expect("port");
+    let config = |listen: std::net::SocketAddr| {
+        format!(
+            "[server]\nlisten = \"{listen}\"\npublic_url = \"http://{listen}\"\n\
+             [upstream]\nurl = \"http://{}\"\n\
+             [tiktok]\nclient_key = \"{}\"\n[storage]\ndatabase = \"{}\"\n\
+             [admin]\nlisten = \"{admin}\"\n[log]\nformat = \"json\"\n",
+            env.upstream,
+            nini_auth::mock_tiktok::DEMO_CLIENT_KEY,
+            dir.path().join("log.db").display()
+        )
+    };
+    let secret = env.keys.join(",");
+    let envs = [
+        ("NINI_AUTH_SECRET", secret.as_str()),
+        ("TIKTOK_CLIENT_SECRET", nini_auth::mock_tiktok::DEMO_CLIENT_SECRET),
+        ("RUST_LOG", "debug"),
+    ];
+    // stderr is a pipe that nobody here ever reads: after 64 KiB, every write would block.
+    let (mut child, addr) = spawn_binary(dir.path(), "stalled", config, &envs, Stdio::piped());
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for i in 0..3000 {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.get(format!("http://{addr}/public/{i}")).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} hung: the proxy is waiting on its log"))
+        .expect("request");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    eprintln!("3000 requests with a stalled log pipe in {:?}", started.elapsed());
+    assert!(child.try_wait().expect("wait").is_none(), "still running");
+    let metrics = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nini_auth_log_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the dropped-lines counter");
+    assert!(dropped > 0, "lines were lost and counted");
+}

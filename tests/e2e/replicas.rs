@@ -276,9 +276,26 @@ async fn revocations_reach_the_other_replica_within_a_second() {
     eprintln!("webhook on B refused on A after {t:?}");
 }
 
+/// How many invalidations from other processes `replica` has applied (its metric).
+async fn invalidations_applied(replica: &Replica) -> u64 {
+    let text = Browser::api()
+        .get(&format!("http://{}/metrics", replica.admin))
+        .await
+        .body;
+    text.lines()
+        .find_map(|l| l.strip_prefix("nini_auth_invalidations_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("nini_auth_invalidations_total")
+}
+
 /// Makes the user's stored access token due for refresh (still valid at TikTok): obtained
-/// two hours ago with a minute left, so the refresh margin applies.
-async fn make_token_due(c: &Cluster, uid: &str) {
+/// two hours ago with a minute left, so the refresh margin applies. Returns once every
+/// replica has dropped what it had cached about the user.
+async fn make_token_due(c: &Cluster, uid: &str, replicas: &[&Replica]) {
+    let mut before = Vec::new();
+    for r in replicas {
+        before.push(invalidations_applied(r).await);
+    }
     let store = c.store().await;
     let mut t = store.tokens(uid).await.expect("read").expect("tokens");
     let now = unix_now();
@@ -286,6 +303,13 @@ async fn make_token_due(c: &Cluster, uid: &str) {
     t.obtained_at = now + 60 - 7200;
     let refresh = t.refresh_token.clone();
     assert!(store.save_refreshed(uid, &refresh, &t, now).await.expect("write"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (r, was) in replicas.iter().zip(before) {
+        while invalidations_applied(r).await <= was {
+            assert!(Instant::now() < deadline, "a replica never heard of the change");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,7 +325,7 @@ async fn one_refresh_across_replicas() {
     let (a, b) = (c.replica("a"), c.replica("b"));
     let (_, session) = sign_in_across(&c, &a, &b).await;
     let uid = user_on(&a, &session).await.1.expect("uid");
-    make_token_due(&c, &uid).await;
+    make_token_due(&c, &uid, &[&a, &b]).await;
 
     let api = api_with(&session);
     let urls: Vec<String> = (0..20)
@@ -333,7 +357,7 @@ async fn a_refresh_holder_killed_mid_refresh_does_not_block_the_others() {
     let (mut a, b) = (c.replica("a"), c.replica("b"));
     let (_, session) = sign_in_across(&c, &a, &b).await;
     let uid = user_on(&a, &session).await.1.expect("uid");
-    make_token_due(&c, &uid).await;
+    make_token_due(&c, &uid, &[&a, &b]).await;
 
     // A takes the refresh lock and hangs inside TikTok's token endpoint.
     c.mock.update_config(|m| m.refresh_delay_ms = 60_000);

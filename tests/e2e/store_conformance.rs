@@ -779,6 +779,18 @@ async fn export_and_import_copy_everything_idempotently(f: Fixture) {
     );
     assert_eq!(dst.user_videos(&a, 10, None).await.expect("q").1, 2);
     assert_eq!(dst.count_sessions(30).await.expect("q"), 2);
+    // A user changed at the target since (tokens rotated there) is not rolled back by a
+    // later run.
+    let mut rotated = tokens("rotated-at-target");
+    rotated.obtained_at = 500;
+    assert!(dst
+        .save_refreshed(&a, "rft.a", &rotated, 500)
+        .await
+        .expect("refresh at target"));
+    let users = src.export(RecordKind::Users, "", 10).await.expect("export");
+    let c = dst.import(&users).await.expect("import");
+    assert_eq!((c.written, c.skipped), (1, 1), "the newer row at the target is kept");
+    assert_eq!(dst.tokens(&a).await.expect("q"), Some(rotated));
     // The same TikTok account under another id at the target is not merged.
     let clash = target_fixture.open_with(&f.keys).await;
     let other = src.export(RecordKind::Users, "", 10).await.expect("export");

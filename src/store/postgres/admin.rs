@@ -335,7 +335,9 @@ async fn import_user(tx: &Transaction<'_>, u: &UserRecord) -> Result<bool, Store
     if other.is_some() {
         return Ok(false);
     }
-    execute(
+    // A row changed at the target since (a refresh rotated its tokens there, a sign-in) is
+    // newer than the copy: never rolled back by a later run.
+    let written = execute(
         tx,
         "INSERT INTO users (id, username, email, tiktok_id, tiktok_username, avatar, display_name, access_token,
             refresh_token, token_expires_at, refresh_expires_at, videos, streak, earnings, nini_score, verified,
@@ -353,7 +355,8 @@ async fn import_user(tx: &Transaction<'_>, u: &UserRecord) -> Result<bool, Store
             refresh_token = EXCLUDED.refresh_token, token_expires_at = EXCLUDED.token_expires_at,
             refresh_expires_at = EXCLUDED.refresh_expires_at, videos = EXCLUDED.videos, streak = EXCLUDED.streak,
             earnings = EXCLUDED.earnings, nini_score = EXCLUDED.nini_score, verified = EXCLUDED.verified,
-            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
+         WHERE users.updated_at <= EXCLUDED.updated_at",
         &[
             &u.id,
             &u.username,
@@ -376,6 +379,9 @@ async fn import_user(tx: &Transaction<'_>, u: &UserRecord) -> Result<bool, Store
         ],
     )
     .await?;
+    if written == 0 {
+        return Ok(false);
+    }
     execute(
         tx,
         "INSERT INTO nini_auth.user_state (user_id, token_scope, token_obtained_at, grant_error, bio, follower_count,

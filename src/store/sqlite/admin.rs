@@ -273,7 +273,8 @@ pub fn import(c: &mut Connection, records: &[Record]) -> Result<ImportCounts, St
                            follower_count = excluded.follower_count, following_count = excluded.following_count,
                            likes_count = excluded.likes_count, tiktok_video_count = excluded.tiktok_video_count,
                            last_synced_at = excluded.last_synced_at, created_at = excluded.created_at,
-                           updated_at = excluded.updated_at"
+                           updated_at = excluded.updated_at
+                         WHERE users.updated_at <= excluded.updated_at"
                     ))?
                     .execute(params![
                         u.id,
