@@ -77,6 +77,12 @@ pub enum Fault {
     NonJson502,
     /// Sleep, then answer normally (for client timeout tests).
     Delay(Duration),
+    /// HTTP 200 with bytes that are not JSON at all.
+    Garbage,
+    /// HTTP 200 with an HTML page (a captive portal or a misrouted proxy).
+    Html200,
+    /// HTTP 200 with a JSON body cut off in the middle.
+    TruncatedJson,
 }
 
 /// One request as the mock received it, and the status it answered with.

@@ -487,6 +487,16 @@ fn fault_reply(inner: &Inner, req: &Req, endpoint: Endpoint, fault: &Fault) -> R
                 RATE_LIMIT_MESSAGE,
             ),
         ),
+        (Fault::Garbage, _) => Reply::bytes(StatusCode::OK, None, b"\x00\xff\xfe{{not json at all".to_vec()),
+        (Fault::Html200, _) => Reply::html(
+            StatusCode::OK,
+            "<!doctype html><html><body><h1>Welcome to the hotel Wi-Fi</h1></body></html>".to_owned(),
+        ),
+        (Fault::TruncatedJson, _) => Reply::bytes(
+            StatusCode::OK,
+            Some("application/json"),
+            br#"{"data":{"user":{"open_id":"x","display_na"#.to_vec(),
+        ),
         // Handled by the caller before dispatching.
         (Fault::Delay(_), _) => gateway_error(req, StatusCode::INTERNAL_SERVER_ERROR, "delay"),
     }

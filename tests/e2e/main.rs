@@ -8,6 +8,8 @@ mod pg;
 mod store_conformance;
 // Defects a security review found: methods, sign-in floods, forged cookies, sign-out scope.
 mod hardening;
+// Faults: TikTok garbage and stalls, kill -9 mid sign-in, a full disk.
+mod faults;
 // Several real replicas on one PostgreSQL: sign-ins, revocation, refresh, failures, migration.
 mod replicas;
 

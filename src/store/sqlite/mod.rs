@@ -22,19 +22,19 @@ use super::*;
 use crate::config::StorageConfig;
 use crate::crypto::KeyRing;
 
+/// How a storage failure (full or read-only disk, I/O error) reads in `Unavailable`: writes
+/// keep failing until an operator acts, so readiness must say so (see `SqliteStore::ping`).
+const STORAGE_FAILURE: &str = "storage failure: ";
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         match e.sqlite_error_code() {
-            // Another process holds the write lock past busy_timeout, the disk is full or
-            // read-only: the request should be retried later, not treated as a bug.
-            Some(
-                ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::ReadOnly
-                | ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::CannotOpen,
-            ) => StoreError::Unavailable(e.to_string()),
+            // Another process holds the write lock past busy_timeout: retry later.
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(e.to_string()),
+            // The disk is full or read-only: retry later too, and readiness fails meanwhile.
+            Some(ErrorCode::ReadOnly | ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => {
+                StoreError::Unavailable(format!("{STORAGE_FAILURE}{e}"))
+            }
             _ => StoreError::backend(e),
         }
     }
@@ -53,6 +53,9 @@ struct Inner {
     keys: KeyRing,
     /// This store's id in the invalidations it writes (its follower skips those).
     origin: String,
+    /// The last write failed for lack of storage (full, read-only, I/O): readiness probes a
+    /// write until one succeeds.
+    degraded: Mutex<Option<String>>,
     /// Rate windows: (window start, count) per key. A SQLite deployment is one process, so
     /// counting in memory is exact there (and spares a synchronous write per hit).
     rates: Mutex<HashMap<String, (i64, u32)>>,
@@ -130,6 +133,7 @@ impl SqliteStore {
                 next_reader: AtomicUsize::new(0),
                 keys,
                 origin,
+                degraded: Mutex::new(None),
                 rates: Mutex::new(HashMap::new()),
             }),
         })
@@ -169,7 +173,14 @@ impl SqliteStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut c = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut c, &inner.keys)
+            let out = f(&mut c, &inner.keys);
+            let mut degraded = inner.degraded.lock().unwrap_or_else(|p| p.into_inner());
+            match &out {
+                Ok(_) => *degraded = None,
+                Err(StoreError::Unavailable(m)) if m.starts_with(STORAGE_FAILURE) => *degraded = Some(m.clone()),
+                Err(_) => {}
+            }
+            out
         })
         .await
         .map_err(|_| StoreError::Join)?
@@ -249,12 +260,24 @@ impl Store for SqliteStore {
 
     async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
         Self::file_writable(&self.inner.path)?;
-        let read = self.read(|c, _| {
-            c.prepare_cached("SELECT count(*) FROM users WHERE 0")?
-                .query_row([], |r| r.get::<_, i64>(0))?;
-            Ok(())
-        });
-        tokio::time::timeout(deadline, read)
+        let degraded = self.inner.degraded.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let check = async {
+            match degraded {
+                // Writes were failing for lack of storage: only a write tells whether they
+                // work again (a read would succeed on a full disk).
+                Some(_) => self.write(|c, _| queries::write_probe(c)).await,
+                // Normally a read: readiness must not queue behind another process's write.
+                None => {
+                    self.read(|c, _| {
+                        c.prepare_cached("SELECT count(*) FROM users WHERE 0")?
+                            .query_row([], |r| r.get::<_, i64>(0))?;
+                        Ok(())
+                    })
+                    .await
+                }
+            }
+        };
+        tokio::time::timeout(deadline, check)
             .await
             .map_err(|_| StoreError::Unavailable(format!("no answer within {deadline:?}")))?
     }

@@ -76,6 +76,22 @@ pub fn invalidations_since(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// A write that leaves nothing behind but goes through the journal like any other: whether
+/// writes work again after a storage failure.
+pub fn write_probe(c: &mut Connection) -> Result<(), StoreError> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO used_states (state_hash, expires) VALUES ('nini-auth:readiness-probe', 0)",
+        [],
+    )?;
+    tx.execute(
+        "DELETE FROM used_states WHERE state_hash = 'nini-auth:readiness-probe'",
+        [],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
 pub fn consume_state(c: &Connection, state_hash: &str, expires: i64) -> Result<bool, StoreError> {
     let n = c
         .prepare_cached("INSERT OR IGNORE INTO used_states (state_hash, expires) VALUES (?1, ?2)")?
