@@ -25,6 +25,22 @@
 //!   empty path segment, a query carrying a URL is how a target chains into a second (in-app)
 //!   redirect, and oauth2-proxy's corpus lists all of these as open redirects. The fragment is
 //!   dropped, so `//` there is harmless;
+//! * a query holding a URL-like value ([`Rejection::UrlInQuery`]), which an in-app handler
+//!   that redirects to it would follow off-site: `/go?next=https:/evil.com` and
+//!   `/go?next=https:evil.com` need no `//`, yet `new URL('https:evil.com', base)` is
+//!   `https://evil.com/`. At every `:` in the query, take the name before it: the longest run of
+//!   scheme characters (`A-Z a-z 0-9 + - .`) ending at the colon, without its leading
+//!   non-letters (so `1https` and `+https`, a form-encoded ` https`, count as `https`). The
+//!   query is refused when that name is, case-insensitively, one of `http`, `https`, `ws`,
+//!   `wss`, `ftp`, `file` (special schemes: the URL parser finds a host without `//`),
+//!   `javascript`, `vbscript`, `data` or `blob` (script or content without a host), whatever
+//!   follows the colon; or when it is any other name and the colon is directly followed by `/`
+//!   or `\` (`x-app:/evil.com`, a custom scheme with a path). So `?q=a:b`, `?t=12:30`,
+//!   `?ratio=1:2` and `?tel=tel:123` stay accepted: no scheme name, or an unlisted one not
+//!   followed by a slash. Like every query rule it runs on the raw value and on each decoded
+//!   form, so `?next=https%3Aevil.com` is refused too. A bare mention of a listed scheme
+//!   followed by a colon (`?q=see+http:+the+protocol`) is refused as well: strictness over
+//!   convenience;
 //! * references without a leading `/` that are not `http(s)://` URLs (`foo.bar/x`, `@evil.com`,
 //!   `https:evil.com`, `http:/evil.com`, `javascript:`, `data:`);
 //! * foreign origins (including suffix tricks such as `app.example.com.evil.com`) and userinfo.
@@ -75,6 +91,7 @@ pub enum Rejection {
     Unparsable,
     TooLong,
     EncodedTrick,
+    UrlInQuery,
 }
 
 impl fmt::Display for Rejection {
@@ -92,6 +109,7 @@ impl fmt::Display for Rejection {
             Rejection::Unparsable => "unparsable redirect target",
             Rejection::TooLong => "redirect target too long",
             Rejection::EncodedTrick => "forbidden form hidden behind percent-encoding",
+            Rejection::UrlInQuery => "URL-like value in the query of redirect target",
         };
         f.write_str(reason)
     }
@@ -269,11 +287,55 @@ fn check_path_structure(path: &str) -> Result<String, Rejection> {
 
 /// A `//` in the query is how a target chains into a second redirect (`/redirect?url=//evil`,
 /// `/?next=https://evil`): the app's own handler may honour it, so it is refused like a path `//`.
+/// A URL without `//` (`?next=https:evil.com`) chains just as well; see [`has_url_like_value`].
 fn check_query_structure(query: &str) -> Result<(), Rejection> {
     if query.contains("//") {
         return Err(Rejection::SchemeRelative);
     }
+    if has_url_like_value(query) {
+        return Err(Rejection::UrlInQuery);
+    }
     Ok(())
+}
+
+/// Schemes refused in a query whatever follows their colon: the special schemes, for which a
+/// URL parser finds a host even without `//` (`https:evil.com`), and the ones that carry script
+/// or content of their own.
+const QUERY_SCHEMES: &[&str] = &[
+    "http",
+    "https",
+    "ws",
+    "wss",
+    "ftp",
+    "file",
+    "javascript",
+    "vbscript",
+    "data",
+    "blob",
+];
+
+/// The rule from the module doc: at each `:`, the scheme-shaped name before it is a listed
+/// scheme, or any name followed by `/` or `\`. Numbers (`12:30`, `1:2`) have no name, and
+/// `a:b` names no listed scheme and no path, so ordinary values pass.
+fn has_url_like_value(query: &str) -> bool {
+    let bytes = query.as_bytes();
+    bytes.iter().enumerate().any(|(colon, &b)| {
+        if b != b':' {
+            return false;
+        }
+        let run_start = bytes[..colon]
+            .iter()
+            .rposition(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))
+            .map_or(0, |p| p + 1);
+        let run = &bytes[run_start..colon];
+        // A scheme starts with a letter; what precedes that letter in the run is not part of it.
+        let Some(letter) = run.iter().position(u8::is_ascii_alphabetic) else {
+            return false;
+        };
+        let name = &run[letter..];
+        QUERY_SCHEMES.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(name))
+            || matches!(bytes.get(colon + 1), Some(b'/' | b'\\'))
+    })
 }
 
 /// A value starting with `/` whose raw characters were already checked.
@@ -490,6 +552,63 @@ mod tests {
         "https://evil.com:443@app.example.com",
     ];
 
+    /// Issue 10 item 4: same-origin targets whose query carries a URL for an in-app redirect.
+    const QUERY_CHAINS: &[&str] = &[
+        "/go?next=https:/evil.com",
+        "/go?next=https:evil.com",
+        "/go?next=http:evil.com",
+        "/go?next=HTTPS:/evil.com",
+        "/go?next=https%3A/evil.com",
+        "/go?next=https%3Aevil.com",
+        "/go?next=https%253Aevil.com",
+        "/go?next=%20https:evil.com",
+        "/go?next=1https:evil.com",
+        "/go?next=javascript:alert(1)",
+        "/go?next=JavaScript%3Aalert(1)",
+        "/go?next=data:text/html,x",
+        "/go?next=vbscript:x",
+        "/go?next=file:/etc/passwd",
+        "/go?next=ftp:evil.com",
+        "/go?next=ws:evil.com",
+        "/go?next=wss:evil.com",
+        "/go?next=blob:https:evil.com",
+        "/go?next=x-app:/evil.com",
+        "/go?next=x-app%3A%2Fevil.com",
+        "/go?a=1&next=https:evil.com",
+        "/go?https:evil.com",
+        "/go?next=https:",
+        "https://app.example.com/go?next=https:evil.com",
+        "https://app.example.com/go?next=https%3Aevil.com",
+    ];
+
+    #[test]
+    fn query_urls_rejected() {
+        let o = url("https://app.example.com");
+        let accepted: Vec<String> = QUERY_CHAINS
+            .iter()
+            .filter_map(|v| validate(v, &o).ok().map(|out| format!("{v:?} -> {out}")))
+            .collect();
+        assert!(accepted.is_empty(), "accepted:\n{}", accepted.join("\n"));
+        assert_rejected(QUERY_CHAINS, "query chains");
+    }
+
+    #[test]
+    fn colon_in_query_values_kept() {
+        let o = url("https://app.example.com");
+        for v in [
+            "/search?q=a:b",
+            "/x?t=12:30",
+            "/x?ratio=1:2",
+            "/x?at=T12:30",
+            "/x?q=a%3Ab",
+            "/x?q=mailto",
+            "/x?q=https",
+            "/x?q=tel:123",
+        ] {
+            assert_eq!(validate(v, &o), Ok(format!("https://app.example.com{v}")), "{v:?}");
+        }
+    }
+
     fn assert_rejected(vectors: &[&str], section: &str) {
         for origin in origins() {
             for v in vectors {
@@ -546,6 +665,9 @@ mod tests {
             ("/caf%C3%A9", Rejection::EncodedTrick),
             ("/next?url=https://evil.com", Rejection::SchemeRelative),
             ("/next?url=https%3A%2F%2Fevil.com", Rejection::EncodedTrick),
+            ("/go?next=https:evil.com", Rejection::UrlInQuery),
+            ("/go?next=x-app:/evil.com", Rejection::UrlInQuery),
+            ("/go?next=https%3Aevil.com", Rejection::EncodedTrick),
             ("/x?%E2%80%AE", Rejection::EncodedTrick),
             ("/%25252525252f", Rejection::EncodedTrick),
         ];

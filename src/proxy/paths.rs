@@ -24,7 +24,39 @@
 //! * `#` raw or `%23`: upstreams that treat it as the fragment delimiter would serve a different
 //!   path than the one judged (GHSA-pxq7-h93f-9jrg) ([`PathRejection::Fragment`]);
 //! * escapes that do not decode to UTF-8, e.g. overlong `%c0%af` ([`PathRejection::InvalidUtf8`]);
+//! * an invisible character, which an upstream may delete before routing (`/dash%C2%ADboard`
+//!   becomes `/dashboard` there): every character of general category Cf (format: U+00AD soft
+//!   hyphen, U+200B–U+200F, U+202A–U+202E, U+2060–U+2064, U+FEFF, U+0600–U+0605, tags
+//!   U+E0001–U+E007F, ...) and every other Default_Ignorable_Code_Point (U+034F, U+115F,
+//!   U+1160, U+3164, U+FFA0, U+180B–U+180F, ...). The one exception is a variation selector
+//!   (U+FE00–U+FE0F, U+E0100–U+E01EF) directly after a non-ASCII character, which picks an
+//!   emoji or CJK glyph variant (`❤️` is U+2764 U+FE0F); dropping it leaves that non-ASCII
+//!   character, so it cannot turn the path into an ASCII one. Zero-width joiner emoji sequences
+//!   (U+200D) are refused with the rest of Cf ([`PathRejection::InvisibleChar`]);
+//! * a non-ASCII character that some upstream reads as ASCII ([`PathRejection::UnicodeLookalike`]):
+//!   - one whose NFKC form contains an ASCII character: fullwidth forms (`ｄ`), U+017F long s
+//!     (`ſ` → `s`), mathematical letters (`𝐝`), ligatures (`ﬁ` → `fi`), modifier and subscript
+//!     letters (`ᵈ`, `ₐ`), U+212A Kelvin sign, U+00A0 no-break space, `½`, `™`, U+FF0E and the
+//!     other full-stop look-alikes. An NFKC-normalising upstream would serve
+//!     `/da%C5%BFhboard` as `/dashboard`;
+//!   - one whose single-character case mapping (lowercase, uppercase, or the one of the other,
+//!     ignoring combining marks the mapping adds) is ASCII: U+0131 dotless `ı` (uppercase `I`),
+//!     U+0130 `İ` (lowercase `i` + U+0307), U+212A Kelvin sign (lowercase `k`), and the rare
+//!     letters whose uppercase is an ASCII letter plus a mark (`ǰ`, `ẖ`, `ẗ`, `ẘ`, `ẙ`). Java's
+//!     `equalsIgnoreCase` and Spring's case-insensitive matching read `/profıle` as `/profile`.
+//!     `ß` stays accepted: its uppercase is the two letters `SS`, which no per-character
+//!     comparison equates with it.
+//!
+//!   Refusing rather than folding them to ASCII for matching (which fullwidth letters used to
+//!   get): a folded path still reaches the upstream, its caches and its access rules as the
+//!   look-alike, and each of them would have to apply exactly our folding to mean the same path;
+//!   a refused path means nothing to anyone. NFKC composition never produces an ASCII
+//!   character, so the ASCII a sequence yields comes from single characters' decompositions,
+//!   which is why the check is made character by character;
 //! * more than 8192 bytes, raw or canonical ([`PathRejection::TooLong`]).
+//!
+//! Every other non-ASCII character is accepted: `/perfil/josé` (precomposed, or `e` + U+0301),
+//! `/straße`, `/ñandú`, `/日本語`, emoji.
 //!
 //! Canonical form (`forward`, sent upstream):
 //!
@@ -38,21 +70,27 @@
 //!   decoded text up to the first `;` (literal or `%3B`) is `.` or `..` — so `%2e%2e`, `.%2e` and
 //!   `..;x` all count, the last because Tomcat/Spring-style upstreams treat `..;x` as `..`. Since
 //!   the resolved path is what gets forwarded, the upstream never sees the ambiguous segment.
-//!   Segments made only of Unicode full-stop look-alikes that NFKC maps to `.` (U+FF0E, U+FE52,
-//!   U+2024, U+2025) count as dot segments for the same reason;
+//!   (Unicode full-stop look-alikes such as U+FF0E never get here: NFKC maps them to `.`, so
+//!   they are refused above);
 //! * `;params` are kept (the upstream gets what the client asked for, normalised).
 //!
 //! Matching form (`matching`, judged by [`ProtectedRoutes`]): the canonical segments fully
 //! decoded, with `;params` (from the first literal or encoded `;`) removed from every segment,
-//! segments left empty by that dropped, fullwidth ASCII forms folded to ASCII, and lowercased,
-//! so `/ｄashboard`, `/dashboard;x=1`, `/public;/../dashboard`,
-//! `/DASHBOARD` and `/Dashboard` all match `/dashboard`.
+//! segments left empty by that dropped, and lowercased, so `/dashboard;x=1`,
+//! `/public;/../dashboard`, `/DASHBOARD` and `/Dashboard` all match `/dashboard`.
 //!
 //! Protection is a plain case-insensitive string prefix test on `matching`, so `/dashboard/`,
 //! `/dashboard.`, `/dashboardx` and `/dashboard%20` are all protected: over-protection is the safe
-//! side.
+//! side. A path with non-ASCII characters is protected when either `matching` or its NFKC form
+//! (lowercased) starts with a protected prefix in either of those two forms, so `/cafe%CC%81`
+//! (decomposed) is protected by `/café`, and `/ｶﾌｪ` (halfwidth) by `/カフェ`: an upstream that
+//! normalises serves the protected page, one that does not still gets a path under the prefix.
 
 use std::fmt;
+
+use icu_normalizer::ComposingNormalizerBorrowed;
+use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory, GeneralCategoryGroup};
+use icu_properties::{CodePointMapData, CodePointSetData};
 
 /// Longest accepted path, in bytes (raw and canonical).
 pub const MAX_PATH_LEN: usize = 8192;
@@ -77,6 +115,14 @@ pub enum PathRejection {
     InvalidUtf8,
     Fragment,
     TooLong,
+    /// A format (Cf) or other default-ignorable character, which an upstream may delete.
+    InvisibleChar {
+        ch: char,
+    },
+    /// A character whose NFKC form or case mapping is ASCII.
+    UnicodeLookalike {
+        ch: char,
+    },
 }
 
 impl fmt::Display for PathRejection {
@@ -90,6 +136,13 @@ impl fmt::Display for PathRejection {
             PathRejection::InvalidUtf8 => "percent-escapes in path are not valid UTF-8",
             PathRejection::Fragment => "fragment delimiter in path",
             PathRejection::TooLong => "path too long",
+            // The code point, never the character: it may be invisible or reorder the log line.
+            PathRejection::InvisibleChar { ch } => {
+                return write!(f, "invisible character U+{:04X} in path", u32::from(*ch));
+            }
+            PathRejection::UnicodeLookalike { ch } => {
+                return write!(f, "Unicode look-alike of ASCII U+{:04X} in path", u32::from(*ch));
+            }
         };
         f.write_str(reason)
     }
@@ -108,16 +161,56 @@ const SLASH_LOOKALIKES: &[char] = &['\u{FF0F}', '\u{2215}', '\u{2044}', '\u{29F8
 /// Decoded characters that some upstream turns into `\`.
 const BACKSLASH_LOOKALIKES: &[char] = &['\u{FF3C}', '\u{FE68}', '\u{2216}', '\u{29F5}', '\u{29F9}'];
 
-/// Maps fullwidth ASCII forms (U+FF01–U+FF5E, e.g. `ｄａｓｈｂｏａｒｄ`) to ASCII for matching only:
-/// an upstream that applies NFKC would serve `/ｄａｓｈｂｏａｒｄ` as `/dashboard`, so it must be
-/// judged as `/dashboard` too. The forwarded path keeps the characters as they came.
-fn fold_fullwidth(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
-            _ => c,
-        })
-        .collect()
+/// The Unicode policy for one decoded non-ASCII character (see the module doc); `prev` is the
+/// character before it, if any.
+fn check_non_ascii(c: char, prev: Option<char>) -> Result<(), PathRejection> {
+    let category = CodePointMapData::<GeneralCategory>::new().get(c);
+    let invisible =
+        category == GeneralCategory::Format || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c);
+    if invisible && !(is_variation_selector(c) && prev.is_some_and(|p| !p.is_ascii())) {
+        return Err(PathRejection::InvisibleChar { ch: c });
+    }
+    let mut buf = [0u8; 4];
+    if nfkc(c.encode_utf8(&mut buf)).bytes().any(|b| b.is_ascii()) || case_maps_to_ascii(c) {
+        return Err(PathRejection::UnicodeLookalike { ch: c });
+    }
+    Ok(())
+}
+
+fn is_variation_selector(c: char) -> bool {
+    matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
+}
+
+fn nfkc(s: &str) -> std::borrow::Cow<'_, str> {
+    ComposingNormalizerBorrowed::new_nfkc().normalize(s)
+}
+
+/// Whether a case mapping of `c` is a single ASCII character once the combining marks it adds
+/// are dropped (`İ` lowercases to `i` + U+0307). The mappings of the mappings are included so
+/// that a comparison through upper- then lowercase (Java's `equalsIgnoreCase`) is covered too.
+fn case_maps_to_ascii(c: char) -> bool {
+    let lower: String = c.to_lowercase().collect();
+    let upper: String = c.to_uppercase().collect();
+    let lower_upper: String = upper.to_lowercase();
+    let upper_lower: String = lower.to_uppercase();
+    [lower, upper, lower_upper, upper_lower].iter().any(|mapped| {
+        let mut base = mapped.chars().filter(|m| !is_mark(*m));
+        matches!((base.next(), base.next()), (Some(b), None) if b.is_ascii())
+    })
+}
+
+fn is_mark(c: char) -> bool {
+    GeneralCategoryGroup::Mark.contains(CodePointMapData::<GeneralCategory>::new().get(c))
+}
+
+/// The NFKC form of a lowercased matching form, lowercased again (NFKC can produce capitals,
+/// `ϒ` → `Υ`), when it differs; `None` for ASCII, which NFKC leaves alone.
+fn nfkc_matching(matching: &str) -> Option<String> {
+    if matching.is_ascii() {
+        return None;
+    }
+    let folded = nfkc(&nfkc(matching).to_lowercase()).into_owned();
+    (folded != matching).then_some(folded)
 }
 
 /// Canonicalises `raw`, the request-target's path component exactly as received (no query).
@@ -132,6 +225,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
     let units = decode_units(raw)?;
     let decoded: Vec<u8> = units.iter().map(|u| u.byte).collect();
     let text = String::from_utf8(decoded).map_err(|_| PathRejection::InvalidUtf8)?;
+    let mut prev = None;
     for c in text.chars() {
         if c.is_control() {
             return Err(PathRejection::ControlChar);
@@ -142,6 +236,10 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
         if BACKSLASH_LOOKALIKES.contains(&c) {
             return Err(PathRejection::Backslash);
         }
+        if !c.is_ascii() {
+            check_non_ascii(c, prev)?;
+        }
+        prev = Some(c);
     }
 
     // Split on literal '/' only (encoded ones were rejected). The first piece is the empty string
@@ -180,7 +278,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
     let mut matching_segments: Vec<String> = Vec::with_capacity(segments.len());
     for segment in &segments {
         // A segment that was only params (`;x`) vanishes, like an empty segment would.
-        let stripped = fold_fullwidth(strip_params(&units_text(segment))).to_lowercase();
+        let stripped = strip_params(&units_text(segment)).to_lowercase();
         if !stripped.is_empty() {
             matching_segments.push(stripped);
         }
@@ -257,21 +355,11 @@ enum DotKind {
     Parent,
 }
 
-/// Whether a decoded segment is `.` or `..`, ignoring `;params` and counting the NFKC full-stop
-/// look-alikes (U+2025 TWO DOT LEADER counts as two dots).
+/// Whether a decoded segment is `.` or `..`, ignoring `;params`.
 fn dot_kind(segment: &str) -> DotKind {
-    let name = strip_params(segment);
-    let mut dots = 0usize;
-    for c in name.chars() {
-        dots += match c {
-            '.' | '\u{FF0E}' | '\u{FE52}' | '\u{2024}' => 1,
-            '\u{2025}' => 2,
-            _ => return DotKind::None,
-        };
-    }
-    match dots {
-        1 => DotKind::Current,
-        2 => DotKind::Parent,
+    match strip_params(segment) {
+        "." => DotKind::Current,
+        ".." => DotKind::Parent,
         _ => DotKind::None,
     }
 }
@@ -325,7 +413,8 @@ fn join(segments: impl Iterator<Item = String>, trailing_slash: bool) -> String 
 /// Path prefixes that require a session, matched against [`CanonicalPath::matching`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtectedRoutes {
-    /// Prefixes in matching form (decoded, params stripped, lowercased).
+    /// Prefixes in matching form (decoded, params stripped, lowercased), plus the NFKC form of
+    /// each non-ASCII one.
     prefixes: Vec<String>,
 }
 
@@ -335,35 +424,31 @@ impl ProtectedRoutes {
     /// one that canonicalisation rejects is kept lowercased as written, which can only widen
     /// protection.
     pub fn new(prefixes: &[String]) -> Self {
-        let prefixes = prefixes
-            .iter()
-            .map(|p| match canonicalize(p) {
+        let mut out: Vec<String> = Vec::with_capacity(prefixes.len());
+        for p in prefixes {
+            let matching = match canonicalize(p) {
                 Ok(c) => c.matching,
                 Err(_) => p.to_lowercase(),
-            })
-            .collect();
-        ProtectedRoutes { prefixes }
+            };
+            out.extend(nfkc_matching(&matching));
+            out.push(matching);
+        }
+        out.sort();
+        out.dedup();
+        ProtectedRoutes { prefixes: out }
     }
 
     /// Plain string prefix test on the matching form (already lowercased), so `/dashboard`
-    /// protects `/dashboard/x`, `/dashboard.` and `/dashboardx` alike.
+    /// protects `/dashboard/x`, `/dashboard.` and `/dashboardx` alike. A non-ASCII path is also
+    /// tried in its NFKC form (the only per-request Unicode work, and only for such paths).
     pub fn is_protected(&self, path: &CanonicalPath) -> bool {
-        self.prefixes.iter().any(|p| path.matching.starts_with(p.as_str()))
+        let hit = |m: &str| self.prefixes.iter().any(|p| m.starts_with(p.as_str()));
+        hit(&path.matching) || nfkc_matching(&path.matching).is_some_and(|n| hit(&n))
     }
 }
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn fullwidth_letters_match_like_ascii() {
-        let routes = ProtectedRoutes::new(&["/dashboard".to_string()]);
-        let c = canonicalize("/%EF%BD%84ashboard").expect("valid utf-8");
-        assert!(routes.is_protected(&c), "{c:?}");
-        assert_eq!(c.forward, "/%EF%BD%84ashboard", "forwarded as sent");
-        let c = canonicalize("/ｄａｓｈｂｏａｒｄ/x").expect("valid");
-        assert!(routes.is_protected(&c));
-    }
     use super::*;
 
     fn routes() -> ProtectedRoutes {
@@ -413,7 +498,10 @@ mod tests {
         ("/public/.%2e/dashboard", Protected("/dashboard")),
         ("/public/%2E./dashboard", Protected("/dashboard")),
         ("/public/%2e%2e%3bx/dashboard", Protected("/dashboard")),
-        ("/public/%EF%BC%8E%EF%BC%8E/dashboard", Protected("/dashboard")),
+        (
+            "/public/%EF%BC%8E%EF%BC%8E/dashboard",
+            Rejected(PathRejection::UnicodeLookalike { ch: '\u{FF0E}' }),
+        ),
         ("/public/./../dashboard", Protected("/dashboard")),
         ("/../../dashboard", Protected("/dashboard")),
         ("/;x/dashboard", Protected("/;x/dashboard")),
@@ -598,9 +686,170 @@ mod tests {
             PathRejection::InvalidUtf8,
             PathRejection::Fragment,
             PathRejection::TooLong,
+            PathRejection::InvisibleChar { ch: '\u{E0062}' },
+            PathRejection::UnicodeLookalike { ch: '\u{1D41D}' },
         ] {
             let s = r.to_string();
             assert!(!s.is_empty() && s.len() < 60, "{s}");
+        }
+    }
+
+    /// Issue 9 item 5, issue 10 item 3: one representative per class, and the code point named.
+    const LOOKALIKES: &[(&str, char)] = &[
+        ("/da%C5%BFhboard", '\u{17F}'),         // long s, NFKC s
+        ("/%F0%9D%90%9Dashboard", '\u{1D41D}'), // mathematical bold d
+        ("/%F0%9D%93%AD", '\u{1D4ED}'),         // mathematical bold script d
+        ("/pro%EF%AC%81le", '\u{FB01}'),        // ligature fi
+        ("/%EF%AC%80", '\u{FB00}'),             // ligature ff
+        ("/%E1%B5%88ashboard", '\u{1D48}'),     // modifier letter small d
+        ("/d%E2%82%90shboard", '\u{2090}'),     // subscript a
+        ("/%C2%AA", '\u{AA}'),                  // feminine ordinal, NFKC a
+        ("/prof%C4%B1le", '\u{131}'),           // dotless i, uppercase I
+        ("/prof\u{131}le", '\u{131}'),          // the same, raw
+        ("/prof%C4%B0le", '\u{130}'),           // I with dot, lowercase i + U+0307
+        ("/%E2%84%AAey", '\u{212A}'),           // Kelvin sign
+        ("/%C7%B0", '\u{1F0}'),                 // j with caron, uppercase J + U+030C
+        ("/%EF%BD%84ashboard", '\u{FF44}'),     // fullwidth d
+        ("/ｄａｓｈｂｏａｒｄ/x", '\u{FF44}'),  // fullwidth, raw
+        ("/%EF%BC%A4ASHBOARD", '\u{FF24}'),     // fullwidth D
+        ("/dash%C2%A0board", '\u{A0}'),         // no-break space
+        ("/%E3%80%80", '\u{3000}'),             // ideographic space
+        ("/%C2%BD", '\u{BD}'),                  // one half, NFKC 1⁄2
+        ("/%E2%84%A2", '\u{2122}'),             // trade mark, NFKC TM
+        ("/%E2%91%A0", '\u{2460}'),             // circled digit one
+        ("/a/%E2%80%A5/dashboard", '\u{2025}'), // two dot leader, NFKC ..
+        ("/a/%EF%B9%92/dashboard", '\u{FE52}'), // small full stop
+        ("/a/%E2%80%A4/dashboard", '\u{2024}'), // one dot leader
+    ];
+
+    const INVISIBLE: &[(&str, char)] = &[
+        ("/%E2%80%8Bdashboard", '\u{200B}'),                // zero width space
+        ("/dash%C2%ADboard", '\u{AD}'),                     // soft hyphen
+        ("/dash%E2%80%8Cboard", '\u{200C}'),                // zero width non-joiner
+        ("/dash%E2%80%8Dboard", '\u{200D}'),                // zero width joiner
+        ("/%F0%9F%91%A8%E2%80%8D%F0%9F%91%A9", '\u{200D}'), // ZWJ emoji sequence
+        ("/dash%E2%80%8Eboard", '\u{200E}'),                // left-to-right mark
+        ("/dash%E2%80%AEboard", '\u{202E}'),                // right-to-left override
+        ("/dash%E2%81%A0board", '\u{2060}'),                // word joiner
+        ("/dash%E2%81%A4board", '\u{2064}'),                // invisible plus
+        ("/%EF%BB%BFdashboard", '\u{FEFF}'),                // byte order mark
+        ("/%D8%80", '\u{600}'),                             // Arabic number sign (Cf, not ignorable)
+        ("/%D8%9C", '\u{61C}'),                             // Arabic letter mark
+        ("/dash%F3%A0%81%A2oard", '\u{E0062}'),             // tag b
+        ("/%EF%BF%B9", '\u{FFF9}'),                         // interlinear annotation anchor
+        ("/dash%CD%8Fboard", '\u{34F}'),                    // combining grapheme joiner (Mn, ignorable)
+        ("/dash%EF%B8%8Fboard", '\u{FE0F}'),                // variation selector after ASCII
+        ("/%EF%B8%80", '\u{FE00}'),                         // variation selector at the start
+        ("/dash%E3%85%A4board", '\u{3164}'),                // Hangul filler (Lo, ignorable)
+        ("/dash%E1%A0%8Bboard", '\u{180B}'),                // Mongolian free variation selector
+    ];
+
+    #[test]
+    fn unicode_lookalikes_refused() {
+        for (raw, ch) in LOOKALIKES {
+            assert_eq!(
+                canonicalize(raw),
+                Err(PathRejection::UnicodeLookalike { ch: *ch }),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invisible_characters_refused() {
+        for (raw, ch) in INVISIBLE {
+            assert_eq!(
+                canonicalize(raw),
+                Err(PathRejection::InvisibleChar { ch: *ch }),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejections_name_the_code_point() {
+        assert_eq!(
+            canonicalize("/da%C5%BFhboard").map_err(|e| e.to_string()),
+            Err("Unicode look-alike of ASCII U+017F in path".to_owned())
+        );
+        assert_eq!(
+            canonicalize("/%E2%80%8Bx").map_err(|e| e.to_string()),
+            Err("invisible character U+200B in path".to_owned())
+        );
+        assert_eq!(
+            canonicalize("/%F0%9D%90%9D").map_err(|e| e.to_string()),
+            Err("Unicode look-alike of ASCII U+1D41D in path".to_owned())
+        );
+    }
+
+    #[test]
+    fn ordinary_non_ascii_accepted() {
+        let routes = routes();
+        let cases: &[(&str, &str, &str)] = &[
+            ("/perfil/josé", "/perfil/jos%C3%A9", "/perfil/josé"),
+            ("/perfil/jose\u{301}", "/perfil/jose%CC%81", "/perfil/jose\u{301}"),
+            ("/perfil/jose%cc%81", "/perfil/jose%CC%81", "/perfil/jose\u{301}"),
+            ("/straße", "/stra%C3%9Fe", "/straße"),
+            ("/STRA%C3%9FE", "/STRA%C3%9FE", "/straße"),
+            ("/ñandú", "/%C3%B1and%C3%BA", "/ñandú"),
+            ("/日本語", "/%E6%97%A5%E6%9C%AC%E8%AA%9E", "/日本語"),
+            ("/😀", "/%F0%9F%98%80", "/😀"),
+            // A variation selector after a non-ASCII character selects the emoji glyph.
+            ("/\u{2764}\u{FE0F}", "/%E2%9D%A4%EF%B8%8F", "/\u{2764}\u{FE0F}"),
+            ("/%E8%BE%BB%F3%A0%84%80", "/%E8%BE%BB%F3%A0%84%80", "/\u{8FBB}\u{E0100}"),
+            // NFKC changes these, but not into ASCII.
+            ("/\u{212B}", "/%E2%84%AB", "/\u{E5}"),
+            ("/\u{FF71}", "/%EF%BD%B1", "/\u{FF71}"),
+            ("/\u{337F}", "/%E3%8D%BF", "/\u{337F}"),
+            ("/ÅNGSTRÖM", "/%C3%85NGSTR%C3%96M", "/ångström"),
+            ("/ẞ", "/%E1%BA%9E", "/ß"),
+        ];
+        for (raw, forward, matching) in cases {
+            let Ok(c) = canonicalize(raw) else {
+                panic!("{raw:?} rejected: {:?}", canonicalize(raw));
+            };
+            assert_eq!(
+                (c.forward.as_str(), c.matching.as_str()),
+                (*forward, *matching),
+                "{raw:?}"
+            );
+            assert!(!routes.is_protected(&c), "{raw:?}");
+            assert_eq!(canonicalize(&c.forward), Ok(c.clone()), "idempotent {raw:?}");
+        }
+    }
+
+    /// A non-ASCII prefix protects every spelling an NFKC-normalising upstream equates with it,
+    /// while the literal test still covers the un-normalised spelling.
+    #[test]
+    fn non_ascii_prefixes_judged_on_nfkc_too() {
+        let routes = ProtectedRoutes::new(&[
+            "/perfil/josé".to_owned(),
+            "/cafe\u{301}".to_owned(),
+            "/カフェ".to_owned(),
+            "/profile".to_owned(),
+        ]);
+        for raw in [
+            "/perfil/jos%C3%A9",
+            "/perfil/jose%CC%81",
+            "/PERFIL/JOS%C3%89/x",
+            "/PERFIL/JOSE%CC%81",
+            "/caf%C3%A9",
+            "/cafe%CC%81",
+            "/CAF%C3%89",
+            "/%E3%82%AB%E3%83%95%E3%82%A7",
+            "/%EF%BD%B6%EF%BE%8C%EF%BD%AA",
+            "/profile%CC%81",
+        ] {
+            let Ok(c) = canonicalize(raw) else {
+                panic!("{raw:?} rejected");
+            };
+            assert!(routes.is_protected(&c), "{raw:?} unprotected: {c:?}");
+        }
+        for raw in ["/perfil/jose", "/cafe", "/caf", "/%E3%82%AB"] {
+            let Ok(c) = canonicalize(raw) else {
+                panic!("{raw:?} rejected");
+            };
+            assert!(!routes.is_protected(&c), "{raw:?} protected");
         }
     }
 }

@@ -274,6 +274,76 @@ fn oauth_error(status: u16, body: &[u8]) -> Option<TikTokError> {
     })
 }
 
+/// The token endpoint's answer (code exchange and refresh) read from its status and body: an
+/// OAuth error body wins whatever the status (TikTok sends them with 200 as well as 4xx); a
+/// success needs a 2xx and a non-empty access token. Pure, so it can be tested on any bytes.
+pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, TikTokError> {
+    if let Some(err) = oauth_error(status, body) {
+        return Err(err);
+    }
+    match serde_json::from_slice::<TokenResponse>(body) {
+        Ok(t) if (200..300).contains(&status) && !t.access_token.is_empty() => Ok(t),
+        _ => Err(TikTokError::BadResponse { status }),
+    }
+}
+
+/// The revoke endpoint's answer: any 2xx without an OAuth error body is success.
+pub fn parse_revoke_response(status: u16, body: &[u8]) -> Result<(), TikTokError> {
+    if let Some(err) = oauth_error(status, body) {
+        return Err(err);
+    }
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(TikTokError::BadResponse { status })
+    }
+}
+
+/// A Display API answer (`{"data": ..., "error": {"code": "ok", ...}}`): `data` on a 2xx with
+/// code `ok`, TikTok's error for any other code, [`TikTokError::BadResponse`] for the rest.
+pub fn parse_envelope<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, TikTokError> {
+    let env: Envelope<T> = match serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(_) => {
+            // An error envelope may carry `data: {}` that does not fit T; read it alone.
+            #[derive(Deserialize)]
+            struct ErrOnly {
+                error: ApiError,
+            }
+            // An `ok` code with data that does not fit is a malformed answer, not TikTok's error.
+            return match serde_json::from_slice::<ErrOnly>(body) {
+                Ok(e) if e.error.code != "ok" => Err(TikTokError::Api {
+                    status,
+                    code: e.error.code,
+                    message: e.error.message,
+                    log_id: e.error.log_id,
+                }),
+                _ => Err(TikTokError::BadResponse { status }),
+            };
+        }
+    };
+    match (env.error, env.data) {
+        (Some(e), _) if e.code != "ok" => Err(TikTokError::Api {
+            status,
+            code: e.code,
+            message: e.message,
+            log_id: e.log_id,
+        }),
+        (Some(_), Some(data)) if (200..300).contains(&status) => Ok(data),
+        _ => Err(TikTokError::BadResponse { status }),
+    }
+}
+
+/// The user-info endpoint's answer (`data.user`), see [`parse_envelope`].
+pub fn parse_user_info(status: u16, body: &[u8]) -> Result<UserInfo, TikTokError> {
+    parse_envelope::<UserData>(status, body).map(|d| d.user)
+}
+
+/// The video-list endpoint's answer, see [`parse_envelope`].
+pub fn parse_video_page(status: u16, body: &[u8]) -> Result<VideoPage, TikTokError> {
+    parse_envelope(status, body)
+}
+
 pub fn split_scopes(s: &str) -> Vec<&str> {
     s.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()
 }
@@ -391,14 +461,7 @@ impl TikTokClient {
             .await?;
         let status = resp.status().as_u16();
         let body = self.body(resp).await?;
-        // TikTok reports OAuth errors in HTTP 200 bodies as well as 4xx: the body decides.
-        if let Some(err) = oauth_error(status, &body) {
-            return Err(err);
-        }
-        match serde_json::from_slice::<TokenResponse>(&body) {
-            Ok(t) if (200..300).contains(&status) && !t.access_token.is_empty() => Ok(t),
-            _ => Err(TikTokError::BadResponse { status }),
-        }
+        parse_token_response(status, &body)
     }
 
     /// Revokes the grant behind an access token. Success is any 2xx without an `error`.
@@ -417,14 +480,7 @@ impl TikTokClient {
             .await?;
         let status = resp.status().as_u16();
         let body = self.body(resp).await?;
-        if let Some(err) = oauth_error(status, &body) {
-            return Err(err);
-        }
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            Err(TikTokError::BadResponse { status })
-        }
+        parse_revoke_response(status, &body)
     }
 
     /// Reads the user's profile, asking only for `fields`.
@@ -444,35 +500,7 @@ impl TikTokClient {
     async fn envelope<T: serde::de::DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, TikTokError> {
         let status = resp.status().as_u16();
         let body = self.body(resp).await?;
-        let env: Envelope<T> = match serde_json::from_slice(&body) {
-            Ok(e) => e,
-            Err(_) => {
-                // An error envelope may carry `data: {}` that does not fit T; read it alone.
-                #[derive(Deserialize)]
-                struct ErrOnly {
-                    error: ApiError,
-                }
-                return match serde_json::from_slice::<ErrOnly>(&body) {
-                    Ok(e) => Err(TikTokError::Api {
-                        status,
-                        code: e.error.code,
-                        message: e.error.message,
-                        log_id: e.error.log_id,
-                    }),
-                    Err(_) => Err(TikTokError::BadResponse { status }),
-                };
-            }
-        };
-        match (env.error, env.data) {
-            (Some(e), _) if e.code != "ok" => Err(TikTokError::Api {
-                status,
-                code: e.code,
-                message: e.message,
-                log_id: e.log_id,
-            }),
-            (Some(_), Some(data)) if (200..300).contains(&status) => Ok(data),
-            _ => Err(TikTokError::BadResponse { status }),
-        }
+        parse_envelope(status, &body)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, TikTokError> {
@@ -596,6 +624,32 @@ mod tests {
         assert!(basic.contains(&"display_name") && !basic.contains(&"username"));
         let more = fields_for_scopes(&["user.info.basic", "user.info.profile"]);
         assert!(more.contains(&"is_verified") && !more.contains(&"follower_count"));
+    }
+
+    /// Found by tests/props: an `ok` envelope whose data does not fit was reported as TikTok's
+    /// error `ok` (counted under the metric code "ok") instead of a malformed answer.
+    #[test]
+    fn ok_envelope_with_unfit_data_is_a_bad_response() {
+        for body in [
+            &br#"{"data": {"user": 5}, "error": {"code": "ok"}}"#[..],
+            br#"[["ok"]]"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_user_info(200, body),
+                    Err(TikTokError::BadResponse { status: 200 })
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let err = br#"{"data": {}, "error": {"code": "access_token_invalid", "message": "m", "log_id": "l"}}"#;
+        assert!(parse_user_info(401, err).is_err_and(|e| e.is_access_token_invalid()));
+        let ok = br#"{"data": {"user": {"open_id": "o"}}, "error": {"code": "ok"}}"#;
+        assert_eq!(
+            parse_user_info(200, ok).ok().and_then(|u| u.open_id).as_deref(),
+            Some("o")
+        );
     }
 
     #[test]

@@ -97,6 +97,35 @@ const VECTORS: &[&str] = &[
     "https://evil.com:443@app.example.com",
 ];
 
+/// Targets on our origin whose query carries a URL: an in-app handler that redirects to
+/// `next` would follow it (`new URL('https:/evil.com', base)` is `https://evil.com/`).
+const QUERY_CHAINS: &[&str] = &[
+    "/go?next=https:/evil.com",
+    "/go?next=https:evil.com",
+    "/go?next=http:evil.com",
+    "/go?next=HTTPS:/evil.com",
+    "/go?next=https%3A/evil.com",
+    "/go?next=https%3Aevil.com",
+    "/go?next=https%253Aevil.com",
+    "/go?next=%20https:evil.com",
+    "/go?next=javascript:alert(1)",
+    "/go?next=JavaScript%3Aalert(1)",
+    "/go?next=data:text/html,x",
+    "/go?next=vbscript:x",
+    "/go?next=file:/etc/passwd",
+    "/go?next=ftp:evil.com",
+    "/go?next=ws:evil.com",
+    "/go?next=wss:evil.com",
+    "/go?next=blob:https:evil.com",
+    "/go?next=x-app:/evil.com",
+    "/go?a=1&next=https:evil.com",
+    "/go?https:evil.com",
+    "https://APP/go?next=https:evil.com",
+];
+
+/// Queries with a colon that are not URLs: they must keep working.
+const COLON_QUERIES: &[&str] = &["/search?q=a:b", "/x?t=12:30", "/x?ratio=1:2", "/x?at=T12:30&q=a%3Ab"];
+
 /// The same vectors aimed at the sidecar's own origin tricks.
 fn own_origin_tricks(origin: &str) -> Vec<String> {
     let host = origin.trim_start_matches("http://");
@@ -146,6 +175,10 @@ async fn every_vector_is_refused_on_signin_and_signout() {
         );
     }
     // Legitimate targets survive.
+    for v in COLON_QUERIES {
+        assert_eq!(signin_page_target(&b, &env, v).await, env.url(v), "{v}");
+        assert_eq!(signout_target(&b, &env, &csrf, v).await, env.url(v), "{v}");
+    }
     for (v, want) in [
         ("/dashboard?tab=1", "/dashboard?tab=1"),
         ("/profile", "/profile"),
@@ -209,4 +242,24 @@ async fn oauth2_proxy_corpus_is_refused() {
         n += 1;
     }
     assert!(n >= 500, "corpus read: {n} lines");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_urls_never_chain_from_signin_or_signout() {
+    let env = TestEnv::start().await;
+    let home = env.url("/");
+    let origin = env.url("");
+    let b = Browser::new();
+    let csrf = b.csrf(&env).await;
+    let mut kept = Vec::new();
+    for v in QUERY_CHAINS {
+        // The absolute spelling is aimed at the sidecar's own origin.
+        let v = v.replace("https://APP", &origin);
+        let signin = signin_page_target(&b, &env, &v).await;
+        let signout = signout_target(&b, &env, &csrf, &v).await;
+        if signin != home || signout != home {
+            kept.push(format!("{v:?}: sign-in {signin}, sign-out {signout}"));
+        }
+    }
+    assert!(kept.is_empty(), "URL in the query accepted:\n{}", kept.join("\n"));
 }
