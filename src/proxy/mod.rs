@@ -166,11 +166,15 @@ pub fn limits_exceeded(req: &RequestHeader, max_body: u64, request_id: &str) -> 
             &json!({ "error": "headers_too_large", "requestId": request_id }),
         ));
     }
-    let declared = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = match declared_length(&req.headers) {
+        Ok(n) => n,
+        Err(()) => {
+            return Some(Reply::json(
+                400,
+                &json!({ "error": "bad_content_length", "requestId": request_id }),
+            ))
+        }
+    };
     if declared.is_some_and(|n| n > max_body) {
         return Some(Reply::json(
             413,
@@ -178,6 +182,30 @@ pub fn limits_exceeded(req: &RequestHeader, max_body: u64, request_id: &str) -> 
         ));
     }
     None
+}
+
+/// The body length a request declares, reconciled the way pingora frames it (hyper's rule):
+/// every `Content-Length` line and every comma-separated value in them must be digits and
+/// equal (`150, 150` is 150). Judging it any other way would let a body pingora accepts slip
+/// past the 413 as "no length". `Err` when values disagree or one is not a number: pingora
+/// refuses such a request too, so answering 400 first changes nothing for honest clients.
+pub fn declared_length(headers: &http::HeaderMap) -> Result<Option<u64>, ()> {
+    let mut length = None;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        let line = value.to_str().map_err(|_| ())?;
+        for v in line.split(',') {
+            let v = v.trim();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(());
+            }
+            let n: u64 = v.parse().map_err(|_| ())?;
+            match length {
+                Some(prev) if prev != n => return Err(()),
+                _ => length = Some(n),
+            }
+        }
+    }
+    Ok(length)
 }
 
 /// The socket-free view of a request for the sidecar's own endpoints.
@@ -418,6 +446,18 @@ impl ProxyHttp for AuthProxy {
                 up.insert_header("Connection", c)?;
             }
         }
+        // `150, 150` frames one 150-byte body for pingora, but not for every upstream (hyper
+        // refuses a list): send the one length we enforced.
+        if let Ok(Some(n)) = declared_length(&up.headers) {
+            let single = up.headers.get_all(http::header::CONTENT_LENGTH).iter().count() == 1
+                && up
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_digit));
+            if !single {
+                up.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
+            }
+        }
         // Client-sent forwarding headers are gone (strip_spoofable); say what we know, and
         // what a trusted proxy told us.
         let peer = session
@@ -640,5 +680,45 @@ impl AuthProxy {
             .map(|(_, v)| v);
         let (id, _) = self.auth.cookie_identity(values).await?;
         Ok(id.filter(|id| id.grant_error.is_none()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::declared_length;
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn content_length_is_reconciled_like_pingora() {
+        assert_eq!(declared_length(&headers(&[])), Ok(None));
+        assert_eq!(declared_length(&headers(&["150"])), Ok(Some(150)));
+        assert_eq!(declared_length(&headers(&["150, 150"])), Ok(Some(150)));
+        assert_eq!(declared_length(&headers(&["150,150"])), Ok(Some(150)));
+        assert_eq!(declared_length(&headers(&["150", "150"])), Ok(Some(150)));
+        assert_eq!(declared_length(&headers(&[" 150 "])), Ok(Some(150)));
+        for bad in [
+            "150, 151",
+            "+150",
+            "-1",
+            "1_0",
+            "0x10",
+            "",
+            "150,",
+            "1 50",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(declared_length(&headers(&[bad])), Err(()), "{bad:?}");
+        }
+        assert_eq!(declared_length(&headers(&["150", "151"])), Err(()));
     }
 }

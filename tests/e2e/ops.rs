@@ -355,20 +355,49 @@ async fn request_and_header_size_limits() {
         body.push_str(&format!("{:x}\r\n{}\r\n", 600, "z".repeat(600)));
     }
     body.push_str("0\r\n\r\n");
-    let status = raw_with_body(
+    let (status, _) = raw_with_body(
         env.sidecar().addr,
         "POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         &body,
     )
     .await;
     assert_eq!(status, 413);
+    // Repeated equal lengths are one length to pingora (`2000, 2000` frames a 2000-byte
+    // body), so they are refused up front as well, before the upstream sees a byte.
+    let big = "y".repeat(2000);
+    for lengths in ["2000, 2000", "2000,2000"] {
+        let head =
+            format!("POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: {lengths}\r\nConnection: close\r\n\r\n");
+        let (status, body) = raw_with_body(env.sidecar().addr, &head, &big).await;
+        assert_eq!(status, 413, "{lengths}: {body}");
+        assert!(body.contains("payload_too_large"), "refused before forwarding: {body}");
+    }
+    let head =
+        "POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n";
+    let (status, body) = raw_with_body(env.sidecar().addr, head, &big).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
+    // Lengths that disagree or are not numbers frame nothing: 400, nothing forwarded.
+    for lengths in ["2, 3", "+2", "2 2", "0x2"] {
+        let head =
+            format!("POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: {lengths}\r\nConnection: close\r\n\r\n");
+        let (status, body) = raw_with_body(env.sidecar().addr, &head, "ok").await;
+        assert_eq!(status, 400, "{lengths}: {body}");
+    }
+    let (status, body) = raw_with_body(
+        env.sidecar().addr,
+        "POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\nConnection: close\r\n\r\n",
+        "ok",
+    )
+    .await;
+    assert_eq!(status, 200, "equal small lengths pass: {body}");
     // Within limits it passes.
     let r = api.send(api.client.post(env.url("/public")).body("ok")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["body"], "ok");
 }
 
-async fn raw_with_body(addr: std::net::SocketAddr, head: &str, body: &str) -> u16 {
+async fn raw_with_body(addr: std::net::SocketAddr, head: &str, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(head.as_bytes()).await.expect("write head");
@@ -376,11 +405,9 @@ async fn raw_with_body(addr: std::net::SocketAddr, head: &str, body: &str) -> u1
     let _ = s.write_all(body.as_bytes()).await;
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
 }
 
 #[tokio::test(flavor = "multi_thread")]
