@@ -552,6 +552,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
             },
             limits: LimitsConfig {
                 signin_starts_per_minute: limits.signin_starts_per_minute,
+                connections_per_client: limits.connections_per_client,
             },
             strip_also: headers.strip_also,
         }),

@@ -45,6 +45,26 @@ pub struct Metrics {
     /// Log lines dropped because stderr did not keep up (mirrors `LOG_DROPPED`).
     log_dropped: prometheus::IntCounter,
     in_flight_count: AtomicI64,
+    /// Client connections open now (`proxy::conn`).
+    pub connections_open: IntGauge,
+    /// Client connections the sidecar closed or refused itself, by reason (see `ConnClosed`).
+    pub connections_closed: ConnClosed,
+    /// Upgraded (WebSocket) tunnels open now.
+    pub tunnels_open: IntGauge,
+    /// Tunnels the sidecar ended, by reason: `session_ended`, `lifetime`.
+    pub tunnels_closed: IntCounterVec,
+}
+
+/// `nini_auth_connections_closed_total{reason}`, prebuilt per reason.
+pub struct ConnClosed {
+    /// No complete request head within `server.header_timeout`.
+    pub header_timeout: prometheus::IntCounter,
+    /// A request head that grew past the limit while arriving.
+    pub header_too_large: prometheus::IntCounter,
+    /// Keep-alive connection idle for `server.keepalive_timeout`.
+    pub idle_timeout: prometheus::IntCounter,
+    /// Refused: the client already had `limits.connections_per_client` open.
+    pub per_client_limit: prometheus::IntCounter,
 }
 
 /// `nini_auth_session_lookups_total{outcome}`, one prebuilt handle per outcome: counted on
@@ -146,6 +166,34 @@ impl Metrics {
         registry
             .register(Box::new(log_dropped.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
+        let closed = counter(
+            "nini_auth_connections_closed_total",
+            "Client connections closed or refused by the sidecar itself, by reason: header_timeout, \
+             header_too_large, idle_timeout, per_client_limit.",
+            &["reason"],
+        );
+        let connections_closed = ConnClosed {
+            header_timeout: closed.with_label_values(&["header_timeout"]),
+            header_too_large: closed.with_label_values(&["header_too_large"]),
+            idle_timeout: closed.with_label_values(&["idle_timeout"]),
+            per_client_limit: closed.with_label_values(&["per_client_limit"]),
+        };
+        let tunnels_closed = counter(
+            "nini_auth_websockets_closed_total",
+            "Upgraded (WebSocket) connections ended by the sidecar, by reason: session_ended \
+             (sign-out, revocation, dead grant), lifetime (session expiry or server.websocket_max_lifetime).",
+            &["reason"],
+        );
+        for reason in ["session_ended", "lifetime"] {
+            tunnels_closed.with_label_values(&[reason]);
+        }
+        let connections_open = IntGauge::new("nini_auth_connections_open", "Client connections open now.")
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let tunnels_open = IntGauge::new(
+            "nini_auth_websockets_open",
+            "Upgraded (WebSocket) connections open now.",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
         let active_sessions = IntGauge::new("nini_auth_active_sessions", "Unexpired sessions in the store.")
             .unwrap_or_else(|e| panic!("metric: {e}"));
         let in_flight = IntGauge::new("nini_auth_in_flight_requests", "Requests being handled now.")
@@ -158,7 +206,7 @@ impl Metrics {
             &["version"],
         )
         .unwrap_or_else(|e| panic!("metric: {e}"));
-        for g in [&active_sessions, &in_flight] {
+        for g in [&active_sessions, &in_flight, &connections_open, &tunnels_open] {
             registry
                 .register(Box::new(g.clone()))
                 .unwrap_or_else(|e| panic!("metric: {e}"));
@@ -194,6 +242,10 @@ impl Metrics {
             invalidations,
             log_dropped,
             in_flight_count: AtomicI64::new(0),
+            connections_open,
+            connections_closed,
+            tunnels_open,
+            tunnels_closed,
         }
     }
 

@@ -149,7 +149,7 @@ impl Auth {
     }
 
     /// The identity behind a verified session key (see `identity`).
-    async fn identity_by_key(&self, key: [u8; 32]) -> Result<Option<Arc<Identity>>, StoreError> {
+    pub async fn identity_by_key(&self, key: [u8; 32]) -> Result<Option<Arc<Identity>>, StoreError> {
         let lookups = &self.metrics.session_lookups;
         let now = self.clock.now();
         if let Some(hit) = self.sessions.get(&key, now) {
@@ -189,6 +189,15 @@ impl Auth {
         &self,
         values: impl Iterator<Item = &'a str>,
     ) -> Result<(Option<Arc<Identity>>, bool), StoreError> {
+        let (found, had_cookie) = self.cookie_session(values).await?;
+        Ok((found.map(|(_, id)| id), had_cookie))
+    }
+
+    /// `cookie_identity` with the session key that matched.
+    pub async fn cookie_session<'a>(
+        &self,
+        values: impl Iterator<Item = &'a str>,
+    ) -> Result<(Option<([u8; 32], Arc<Identity>)>, bool), StoreError> {
         let mut had_cookie = false;
         let mut keys = [None; cookies::MAX_SESSION_COOKIES];
         let mut n = 0;
@@ -207,7 +216,7 @@ impl Auth {
         }
         for key in keys.into_iter().flatten() {
             if let Some(id) = self.identity_by_key(key).await? {
-                return Ok((Some(id), true));
+                return Ok((Some((key, id)), true));
             }
         }
         Ok((None, had_cookie))

@@ -67,6 +67,9 @@ impl Config {
         let proxies: Vec<String> = o.trusted_proxies.iter().map(|c| c.to_string()).collect();
         t.list("trusted_proxies", &proxies);
         t.raw("max_request_body", o.max_request_body);
+        t.dur("header_timeout", o.header_timeout);
+        t.dur("keepalive_timeout", o.keepalive_timeout);
+        t.dur("websocket_max_lifetime", o.websocket_max_lifetime);
 
         t.section("upstream");
         t.str("url", self.upstream.url.as_str());
@@ -145,6 +148,7 @@ impl Config {
 
         t.section("limits");
         t.raw("signin_starts_per_minute", self.limits.signin_starts_per_minute);
+        t.raw("connections_per_client", self.limits.connections_per_client);
 
         t.section("identity");
         t.raw("jwt", self.identity.jwt);

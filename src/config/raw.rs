@@ -37,6 +37,9 @@ pub struct RawServer {
     pub hsts_max_age: String,
     pub trusted_proxies: Vec<String>,
     pub max_request_body: u64,
+    pub header_timeout: String,
+    pub keepalive_timeout: String,
+    pub websocket_max_lifetime: String,
 }
 
 impl Default for RawServer {
@@ -52,6 +55,9 @@ impl Default for RawServer {
             hsts_max_age: "365d".into(),
             trusted_proxies: Vec::new(),
             max_request_body: 10 * 1024 * 1024,
+            header_timeout: "20s".into(),
+            keepalive_timeout: "75s".into(),
+            websocket_max_lifetime: "24h".into(),
         }
     }
 }
@@ -241,12 +247,14 @@ impl Default for RawIdentity {
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     pub signin_starts_per_minute: u32,
+    pub connections_per_client: u32,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
         RawLimits {
             signin_starts_per_minute: 60,
+            connections_per_client: 256,
         }
     }
 }

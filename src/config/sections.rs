@@ -76,6 +76,33 @@ pub(super) fn ops_config(
     if server.max_request_body == 0 {
         p.add("server.max_request_body", "must be at least 1 (bytes)");
     }
+    // pingora times out each read of a first request's head after 60 s on its own, so a
+    // longer head deadline would never be reached.
+    let header_timeout = duration(p, "server.header_timeout", &server.header_timeout).filter(|d| {
+        let ok = *d >= Duration::from_secs(1) && *d <= Duration::from_secs(60);
+        if !ok {
+            p.add("server.header_timeout", "must be between 1s and 60s");
+        }
+        ok
+    });
+    let keepalive_timeout = duration(p, "server.keepalive_timeout", &server.keepalive_timeout).filter(|d| {
+        let ok = *d <= Duration::from_secs(3600);
+        if !ok {
+            p.add(
+                "server.keepalive_timeout",
+                "must be at most 1h (\"0s\" turns keep-alive off)",
+            );
+        }
+        ok
+    });
+    let websocket_max_lifetime =
+        duration(p, "server.websocket_max_lifetime", &server.websocket_max_lifetime).filter(|d| {
+            let ok = *d >= Duration::from_secs(1);
+            if !ok {
+                p.add("server.websocket_max_lifetime", "must be at least 1s");
+            }
+            ok
+        });
     let admin_listen = if admin.listen.trim().is_empty() {
         None
     } else {
@@ -105,6 +132,9 @@ pub(super) fn ops_config(
         hsts_max_age: hsts.filter(|d| https && !d.is_zero()),
         trusted_proxies: trusted,
         max_request_body: server.max_request_body,
+        header_timeout: header_timeout?,
+        keepalive_timeout: keepalive_timeout?,
+        websocket_max_lifetime: websocket_max_lifetime?,
         admin_listen,
         log_format: log_format?,
     })

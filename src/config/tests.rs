@@ -248,3 +248,30 @@ fn postgres_urls_are_accepted_and_never_shown_with_their_password() {
         assert!(!p.message.contains("hunter2"), "{}", p.message);
     }
 }
+
+#[test]
+fn the_effective_configuration_loads_back_as_itself() {
+    let mut raw = parse(include_str!("../../config.toml")).expect("config.toml parses");
+    raw.server.trusted_proxies = vec!["10.0.0.0/8".into()];
+    raw.limits.connections_per_client = 7;
+    raw.headers.strip_also = vec!["X-Employee-Id".into()];
+    let cfg = validate(raw, &good_env(), SecretsPolicy::Required).expect("valid");
+    let shown = cfg.describe();
+    // Secrets are redacted in the output; the environment supplies them again.
+    let text = shown
+        .replace("client_secret = \"<redacted>\"", "")
+        .replace("encryption_keys = [\"<redacted>\"]", "");
+    let again = validate(
+        parse(&text).expect("describe() output parses"),
+        &good_env(),
+        SecretsPolicy::Required,
+    )
+    .expect("describe() output validates");
+    let strip_keys = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("encryption_keys") && !l.starts_with("# "))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip_keys(&again.describe()), strip_keys(&shown));
+}

@@ -158,6 +158,13 @@ pub struct OpsConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Largest request body forwarded upstream (bytes); larger gets 413.
     pub max_request_body: u64,
+    /// Time a client has to send a whole request head (from its first byte; for a new
+    /// connection, from the accept).
+    pub header_timeout: Duration,
+    /// Idle time allowed between keep-alive requests; zero turns keep-alive off.
+    pub keepalive_timeout: Duration,
+    /// Longest an upgraded (WebSocket) connection stays open; it also ends with its session.
+    pub websocket_max_lifetime: Duration,
     /// Admin listener (`/healthz`, `/readyz`, `/metrics`); None when `admin.listen = ""`.
     pub admin_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
@@ -276,6 +283,9 @@ pub struct StorageConfig {
 pub struct LimitsConfig {
     /// Sign-ins one client (an IPv4 address, an IPv6 /64) may start per minute.
     pub signin_starts_per_minute: u32,
+    /// Connections one client address may hold open at once (0: no bound). Trusted proxies
+    /// are exempt: they carry many clients.
+    pub connections_per_client: u32,
 }
 
 #[derive(Debug, Clone)]

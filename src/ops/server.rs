@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::prelude::*;
-use pingora::proxy::http_proxy_service;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
+use pingora::services::listening::Service;
 
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::conn::{ConnLimits, Guarded};
 use crate::proxy::AuthProxy;
 use crate::store::{Invalidation, InvalidationSink, StoreError};
 
@@ -109,7 +111,18 @@ pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<Auth>), StartErr
         Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?),
         None => None,
     };
-    let mut proxy = http_proxy_service(&server.configuration, AuthProxy::new(app.clone()));
+    let mut http = HttpProxy::new(AuthProxy::new(app.clone()), server.configuration.clone());
+    http.handle_init_modules();
+    let limits = ConnLimits {
+        header_timeout: cfg.ops.header_timeout,
+        keepalive_timeout: (!cfg.ops.keepalive_timeout.is_zero()).then_some(cfg.ops.keepalive_timeout),
+        per_client: cfg.limits.connections_per_client,
+        trusted: cfg.ops.trusted_proxies.clone(),
+    };
+    let mut proxy = Service::new(
+        "nini-auth proxy".to_string(),
+        Guarded::new(http, limits, app.metrics.clone()),
+    );
     let certs = super::tls::add_proxy_listener(&mut proxy, cfg)?;
     server.add_service(proxy);
     // TLS certificate reload (file changes, SIGHUP) and the optional HTTP -> HTTPS redirect listener.

@@ -32,6 +32,7 @@ use rustls::sign::CertifiedKey;
 
 use super::server::{Mode, StartError};
 use crate::config::{Config, CALLBACK_PATH};
+use crate::proxy::conn::Guarded;
 use crate::proxy::AuthProxy;
 
 /// How often the certificate files' metadata is checked. A stat of two files is cheap, and
@@ -45,7 +46,7 @@ pub type Certificates = Arc<CertReloader>;
 /// certificate holder for `services`), else plain TCP. The pair is loaded and checked here, so
 /// a bad file fails the start naming the file.
 pub fn add_proxy_listener(
-    proxy: &mut Service<HttpProxy<AuthProxy>>,
+    proxy: &mut Service<Guarded<HttpProxy<AuthProxy>>>,
     cfg: &Config,
 ) -> Result<Option<Certificates>, StartError> {
     let addr = cfg.listen.to_string();

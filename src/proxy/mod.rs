@@ -13,8 +13,10 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::json;
 
+pub mod conn;
 pub mod forwarded;
 pub mod paths;
+pub mod tunnels;
 
 use crate::auth::{self, headers, pages, Auth};
 use crate::config::LogFormat;
@@ -36,6 +38,11 @@ pub struct AuthProxy {
     csp: String,
     /// `Strict-Transport-Security` value when the public URL is https.
     hsts: Option<String>,
+    /// Upgraded connections by session.
+    pub tunnels: Arc<tunnels::Tunnels>,
+    /// pingora's own keep-alive read timeout: just above ours (`proxy::conn` decides),
+    /// None when keep-alive is off.
+    keepalive: Option<u64>,
 }
 
 /// Total size of request header names and values we accept (431 beyond).
@@ -56,6 +63,14 @@ pub struct Ctx {
     body_bytes: u64,
     status: u16,
     counted: bool,
+    /// The connection the request came on (see `conn::Control`).
+    conn: Option<Arc<conn::Control>>,
+    /// The session key that matched the request's cookie.
+    session_key: Option<[u8; 32]>,
+    /// The session cache's generation when the session was read (see `Tunnels::open`).
+    cache_generation: u64,
+    /// Set when the request became an upgraded tunnel.
+    tunnel: Option<u64>,
 }
 
 impl AuthProxy {
@@ -75,7 +90,12 @@ impl AuthProxy {
             .ops
             .hsts_max_age
             .map(|d| format!("max-age={}; includeSubDomains", d.as_secs()));
+        let ops = &auth.config.ops;
+        let keepalive =
+            (!ops.keepalive_timeout.is_zero()).then(|| ops.keepalive_timeout.max(ops.header_timeout).as_secs() + 1);
         AuthProxy {
+            tunnels: tunnels::Tunnels::new(auth.clone()),
+            keepalive,
             protected: paths::ProtectedRoutes::new(&auth.config.protected),
             sync_path: auth.config.sync.path.to_ascii_lowercase(),
             strip: headers::StripPolicy::new(&auth.config.strip_also),
@@ -168,7 +188,7 @@ pub fn limits_exceeded(req: &RequestHeader, max_body: u64, request_id: &str) -> 
     }
     let declared = match declared_length(&req.headers) {
         Ok(n) => n,
-        Err(()) => {
+        Err(AmbiguousLength) => {
             return Some(Reply::json(
                 400,
                 &json!({ "error": "bad_content_length", "requestId": request_id }),
@@ -184,23 +204,27 @@ pub fn limits_exceeded(req: &RequestHeader, max_body: u64, request_id: &str) -> 
     None
 }
 
+/// `Content-Length` values that disagree or are not numbers: no framing can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmbiguousLength;
+
 /// The body length a request declares, reconciled the way pingora frames it (hyper's rule):
 /// every `Content-Length` line and every comma-separated value in them must be digits and
 /// equal (`150, 150` is 150). Judging it any other way would let a body pingora accepts slip
 /// past the 413 as "no length". `Err` when values disagree or one is not a number: pingora
 /// refuses such a request too, so answering 400 first changes nothing for honest clients.
-pub fn declared_length(headers: &http::HeaderMap) -> Result<Option<u64>, ()> {
+pub fn declared_length(headers: &http::HeaderMap) -> Result<Option<u64>, AmbiguousLength> {
     let mut length = None;
     for value in headers.get_all(http::header::CONTENT_LENGTH) {
-        let line = value.to_str().map_err(|_| ())?;
+        let line = value.to_str().map_err(|_| AmbiguousLength)?;
         for v in line.split(',') {
             let v = v.trim();
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(());
+                return Err(AmbiguousLength);
             }
-            let n: u64 = v.parse().map_err(|_| ())?;
+            let n: u64 = v.parse().map_err(|_| AmbiguousLength)?;
             match length {
-                Some(prev) if prev != n => return Err(()),
+                Some(prev) if prev != n => return Err(AmbiguousLength),
                 _ => length = Some(n),
             }
         }
@@ -270,6 +294,10 @@ impl ProxyHttp for AuthProxy {
             body_bytes: 0,
             status: 0,
             counted: false,
+            conn: None,
+            session_key: None,
+            cache_generation: 0,
+            tunnel: None,
         }
     }
 
@@ -279,6 +307,12 @@ impl ProxyHttp for AuthProxy {
         app.metrics.request_started();
         ctx.counted = true;
         ctx.request_id = request_id(session.get_header("x-request-id").and_then(|v| v.to_str().ok()));
+        // From here the connection is in a request: no head deadline until it is answered.
+        ctx.conn = conn::control_of(session.stream());
+        if let Some(c) = &ctx.conn {
+            c.request_started();
+        }
+        session.set_keepalive(self.keepalive);
 
         // Only a trusted proxy may tell us who the client is; read that before stripping.
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
@@ -345,8 +379,13 @@ impl ProxyHttp for AuthProxy {
             return self.answer(session, ctx, reply).await;
         }
 
+        ctx.cache_generation = app.sessions.generation();
         ctx.identity = match self.session_identity(session).await {
-            Ok(id) => id,
+            Ok(Some((key, id))) => {
+                ctx.session_key = Some(key);
+                Some(id)
+            }
+            Ok(None) => None,
             Err(e) => {
                 let reply = unavailable_reply(navigation, &ctx.request_id, lang, &e);
                 return self.answer(session, ctx, reply).await;
@@ -492,11 +531,16 @@ impl ProxyHttp for AuthProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // A WebSocket's frames are not a request body: a long-lived socket may carry any
+        // amount.
+        if session.was_upgraded() {
+            return Ok(());
+        }
         // Content-Length was checked up front; this catches chunked bodies.
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
@@ -523,6 +567,13 @@ impl ProxyHttp for AuthProxy {
 
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         ctx.status = resp.status.as_u16();
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(c) = &ctx.conn {
+                let session = ctx.session_key.zip(ctx.identity.as_deref());
+                let stale = self.auth.sessions.generation() != ctx.cache_generation;
+                ctx.tunnel = Some(self.tunnels.open(session, c.clone(), stale));
+            }
+        }
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         if let Some(v) = &self.hsts {
             resp.insert_header("Strict-Transport-Security", v.as_str())?;
@@ -585,6 +636,12 @@ impl ProxyHttp for AuthProxy {
     /// One access-log line per request. The query is left out on purpose: the callback's
     /// carries the authorization code and state.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(id) = ctx.tunnel.take() {
+            self.tunnels.close(id);
+        }
+        if let Some(c) = &ctx.conn {
+            c.request_done();
+        }
         let req = session.req_header();
         let status = if ctx.status > 0 {
             ctx.status
@@ -667,7 +724,7 @@ impl AuthProxy {
 
     /// The request's session, if any (a session whose TikTok grant died no longer
     /// authenticates anyone); an error when the store could not be asked.
-    async fn session_identity(&self, session: &Session) -> Result<Option<Arc<Identity>>, StoreError> {
+    async fn session_identity(&self, session: &Session) -> Result<Option<([u8; 32], Arc<Identity>)>, StoreError> {
         let name = &self.auth.cookies.session;
         let values = session
             .req_header()
@@ -678,14 +735,14 @@ impl AuthProxy {
             .flat_map(web::cookie_pairs)
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v);
-        let (id, _) = self.auth.cookie_identity(values).await?;
-        Ok(id.filter(|id| id.grant_error.is_none()))
+        let (found, _) = self.auth.cookie_session(values).await?;
+        Ok(found.filter(|(_, id)| id.grant_error.is_none()))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::declared_length;
+    use super::{declared_length, AmbiguousLength};
 
     fn headers(values: &[&str]) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
@@ -717,8 +774,8 @@ mod tests {
             "1 50",
             "99999999999999999999999",
         ] {
-            assert_eq!(declared_length(&headers(&[bad])), Err(()), "{bad:?}");
+            assert_eq!(declared_length(&headers(&[bad])), Err(AmbiguousLength), "{bad:?}");
         }
-        assert_eq!(declared_length(&headers(&["150", "151"])), Err(()));
+        assert_eq!(declared_length(&headers(&["150", "151"])), Err(AmbiguousLength));
     }
 }

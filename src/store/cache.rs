@@ -42,7 +42,20 @@ pub struct SessionCache {
     /// insert what it read afterwards (it may be the very session just signed out).
     generation: AtomicU64,
     ttl: i64,
+    /// Told of every removal, after it happened (what holds a session beyond one request,
+    /// such as an open WebSocket, re-checks it).
+    listeners: std::sync::RwLock<Vec<DropListener>>,
 }
+
+/// What a removal dropped: one session, every session of a user, or everything.
+#[derive(Debug, Clone, Copy)]
+pub enum Dropped<'a> {
+    Session(&'a [u8; 32]),
+    User(&'a str),
+    Everything,
+}
+
+pub type DropListener = Box<dyn Fn(Dropped<'_>) + Send + Sync>;
 
 #[derive(Default)]
 struct Users {
@@ -73,6 +86,7 @@ impl SessionCache {
             }),
             generation: AtomicU64::new(0),
             ttl: ttl_secs.max(1),
+            listeners: std::sync::RwLock::new(Vec::new()),
         }
     }
 
@@ -147,25 +161,45 @@ impl SessionCache {
     }
 
     pub fn remove(&self, key: &[u8; 32]) {
-        let _users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.remove(key);
+        {
+            let _users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.entries.remove(key);
+        }
+        self.tell(Dropped::Session(key));
     }
 
     /// Drops every cached session of the user.
     pub fn remove_user(&self, user_id: &str) {
-        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Some(epoch) = users.epochs.get(user_id).and_then(Weak::upgrade) {
-            epoch.0.fetch_add(1, Ordering::AcqRel);
+        {
+            let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            if let Some(epoch) = users.epochs.get(user_id).and_then(Weak::upgrade) {
+                epoch.0.fetch_add(1, Ordering::AcqRel);
+            }
         }
+        self.tell(Dropped::User(user_id));
     }
 
     /// Drops everything (key rotation: identities signed with an old key must be re-read).
     pub fn clear(&self) {
-        let _users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.clear();
+        {
+            let _users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.entries.clear();
+        }
+        self.tell(Dropped::Everything);
+    }
+
+    /// Calls `f` after every removal, outside the cache's locks.
+    pub fn on_drop(&self, f: DropListener) {
+        self.listeners.write().unwrap_or_else(|p| p.into_inner()).push(f);
+    }
+
+    fn tell(&self, what: Dropped<'_>) {
+        for f in self.listeners.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            f(what);
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -33,6 +33,10 @@ mod nextauth;
 mod nextauth_client;
 // Token lifecycle: single-flight refresh, rotation, dead grants, two processes.
 mod tokens;
+// WebSockets end with their session (sign-out, dead grant, deauthorization) and their lifetime.
+mod websockets;
+// Connections: request-head deadline and size cap while arriving, keep-alive idle, per-client bound.
+mod connections;
 // Operations: health, readiness, metrics, JSON logs, drain, proxies, limits, failures.
 mod ops;
 // Forward-auth with a real nginx, /api/auth/verify, TikTok's deauthorization webhook.

@@ -276,6 +276,76 @@ async fn revocations_reach_the_other_replica_within_a_second() {
     eprintln!("webhook on B refused on A after {t:?}");
 }
 
+/// Identity is checked at the upgrade only: a WebSocket on one replica must end when its
+/// session ends through another replica, the admin CLI or TikTok's webhook.
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_close_on_every_replica() {
+    use crate::websockets::{echoes, ended_within, open_ws};
+    let Some(c) = Cluster::start("replicas::websockets_close_on_every_replica", |_| {}).await else {
+        return;
+    };
+    let (a, b) = (c.replica("a"), c.replica("b"));
+    let limit = Duration::from_secs(3);
+
+    // Socket on A; sign-out on B.
+    let (browser, session) = sign_in_across(&c, &a, &a).await;
+    let mut ws = open_ws(&a.url(""), "/dashboard/ws", Some(&session)).await;
+    let mut anon = open_ws(&a.url(""), "/ws", None).await;
+    let page = browser.get(&b.url("/api/auth/signout")).await;
+    let csrf = extract_value(&page.body, "csrfToken").expect("csrf");
+    let r = browser
+        .post_form(&b.url("/api/auth/signout"), &[("csrfToken", &csrf)])
+        .await;
+    assert_eq!(r.status, 302);
+    let t = ended_within(&mut ws, limit, "sign-out on B").await;
+    eprintln!("sign-out on B ended the WebSocket on A after {t:?}");
+    assert!(echoes(&mut anon, "anonymous sockets stay").await);
+
+    // Socket on B; `nini-auth sessions revoke --all` against the database.
+    let (_, session) = sign_in_across(&c, &a, &b).await;
+    let mut ws = open_ws(&b.url(""), "/dashboard/ws", Some(&session)).await;
+    let cfg = write_file(
+        c.dir.path(),
+        "admin.toml",
+        &format!(
+            "[storage]\ndatabase = \"{}\"\n[tiktok]\nclient_key = \"k\"\n",
+            c.database
+        ),
+    );
+    let secret = c.keys.join(",");
+    let out = tokio::task::spawn_blocking(move || {
+        run_binary(
+            &["--config", cfg.to_str().expect("path"), "sessions", "revoke", "--all"],
+            &[("NINI_AUTH_SECRET", secret.as_str()), ("TIKTOK_CLIENT_SECRET", "s")],
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let t = ended_within(&mut ws, limit, "sessions revoke").await;
+    eprintln!("sessions revoke ended the WebSocket on B after {t:?}");
+
+    // Socket on B; TikTok's deauthorization webhook delivered to A.
+    let (_, session) = sign_in_across(&c, &b, &b).await;
+    let mut ws = open_ws(&b.url(""), "/dashboard/ws", Some(&session)).await;
+    let body = format!(
+        r#"{{"client_key":"{DEMO_CLIENT_KEY}","event":"authorization.removed","create_time":1,"user_openid":"{DEMO_OPEN_ID}","content":"{{}}"}}"#
+    );
+    let sig = nini_auth::tiktok::webhook::sign(body.as_bytes(), DEMO_CLIENT_SECRET, unix_now());
+    let r = reqwest::Client::new()
+        .post(a.url("/api/auth/webhooks/tiktok"))
+        .header("content-type", "application/json")
+        .header("TikTok-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(r.status().as_u16(), 200);
+    let t = ended_within(&mut ws, limit, "webhook on A").await;
+    eprintln!("the webhook on A ended the WebSocket on B after {t:?}");
+    assert!(echoes(&mut anon, "still open").await);
+}
+
 /// How many invalidations from other processes `replica` has applied (its metric).
 async fn invalidations_applied(replica: &Replica) -> u64 {
     let text = Browser::api()
