@@ -27,6 +27,8 @@ mod paths;
 mod storage;
 // Sign-out: revoke, cookie death, CSRF.
 mod signout;
+// Your devices: the sessions list, ending one or all others, the es/en page.
+mod devices;
 // next-auth REST surface: csrf, providers, session, JSON redirects.
 mod nextauth;
 // The real next-auth/react client (npm) from Node and in headless Chromium.
