@@ -45,6 +45,8 @@ mod ops;
 mod forward_auth;
 // The binary: config errors, check, keygen, signals.
 mod cli;
+// `check --online` against the mock TikTok, every operator mistake injected.
+mod check_online;
 // A real browser (headless Chromium via playwright-core) signs in and sees the dashboard.
 mod browser;
 // TikTok data sync: video paging, counts and streak, retries, cool-down, scopes, read endpoints.
