@@ -53,6 +53,8 @@ pub struct Metrics {
     pub tunnels_open: IntGauge,
     /// Tunnels the sidecar ended, by reason: `session_ended`, `lifetime`.
     pub tunnels_closed: IntCounterVec,
+    /// Sessions users ended from their devices list, by scope: `one`, `others`, `current`.
+    pub device_revocations: IntCounterVec,
 }
 
 /// `nini_auth_connections_closed_total{reason}`, prebuilt per reason.
@@ -187,6 +189,15 @@ impl Metrics {
         for reason in ["session_ended", "lifetime"] {
             tunnels_closed.with_label_values(&[reason]);
         }
+        let device_revocations = counter(
+            "nini_auth_device_revocations_total",
+            "Sessions users ended from their devices list (POST /api/auth/sessions/revoke), by scope: \
+             one (another device), others (every other device), current (this device, a sign-out).",
+            &["scope"],
+        );
+        for scope in ["one", "others", "current"] {
+            device_revocations.with_label_values(&[scope]);
+        }
         let connections_open = IntGauge::new("nini_auth_connections_open", "Client connections open now.")
             .unwrap_or_else(|e| panic!("metric: {e}"));
         let tunnels_open = IntGauge::new(
@@ -246,6 +257,7 @@ impl Metrics {
             connections_closed,
             tunnels_open,
             tunnels_closed,
+            device_revocations,
         }
     }
 
@@ -328,6 +340,7 @@ mod tests {
             "nini_auth_tiktok_requests_total{code=\"ok\",endpoint=\"token\"} 1",
             "nini_auth_upstream_latency_seconds_bucket{status_class=\"2xx\",le=\"0.0025\"} 1",
             "nini_auth_in_flight_requests 0",
+            "nini_auth_device_revocations_total{scope=\"others\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

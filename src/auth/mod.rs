@@ -4,13 +4,15 @@
 //! Handlers take a socket-free `web::Request` and return a `Reply`.
 //!
 //! Submodules by concern: `signin` (start + callback, state in a sealed cookie), `signout`,
-//! `nextauth` (the next-auth REST surface and pages), `verify` (forward-auth), `csrf`,
+//! `devices` (the user's sessions: list, revoke, page), `nextauth` (the next-auth REST
+//! surface and pages), `verify` (forward-auth), `csrf`,
 //! `cookies`, `headers` (identity headers: which are stripped, which injected), `redirect`
 //! (the one redirect validator), `pages` (es/en HTML), `jwt` (signed
 //! identity), `error` (the request-path error type).
 
 pub mod cookies;
 pub mod csrf;
+pub mod devices;
 pub mod error;
 pub mod headers;
 pub mod jwt;
@@ -274,13 +276,12 @@ impl Methods {
 /// The endpoints under `/api/auth` and the methods each serves.
 fn route(action: &str) -> Option<Methods> {
     Some(match action {
-        "/signin" | "/csrf" | "/providers" | "/error" | "/jwks.json" | "/tiktok/profile" | "/tiktok/videos" => {
-            Methods::Read
-        }
+        "/signin" | "/csrf" | "/providers" | "/error" | "/jwks.json" | "/tiktok/profile" | "/tiktok/videos"
+        | "/sessions" | "/devices" => Methods::Read,
         // GET is the sign-in page's address for links (it starts nothing); POST starts.
         "/signin/tiktok" | "/signout" | "/session" => Methods::ReadOrPost,
         "/callback/tiktok" => Methods::CallbackGet,
-        "/webhooks/tiktok" | "/_log" => Methods::Post,
+        "/webhooks/tiktok" | "/_log" | "/sessions/revoke" => Methods::Post,
         _ => return None,
     })
 }
@@ -323,6 +324,9 @@ pub async fn handle(auth: &Auth, req: &Request) -> Reply {
             Ok(id) => crate::tiktok::sync::videos(&auth.sync, req, id).await,
             Err(e) => unavailable(req, &e),
         },
+        ("/sessions", _) => devices::list(auth, req).await,
+        ("/sessions/revoke", _) => devices::revoke(auth, req).await,
+        ("/devices", _) => devices::page(auth, req).await,
         ("/webhooks/tiktok", _) => auth.webhook.handle(req).await,
         // next-auth v4 clients post their logs here; accept and drop them.
         ("/_log", _) => Reply::json(200, &json!({})),

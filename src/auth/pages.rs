@@ -1,5 +1,5 @@
-//! The HTML the sidecar shows people: sign-in, sign-out confirmation and error pages, in
-//! Spanish and English. Every dynamic value goes through `escape`.
+//! The HTML the sidecar shows people: sign-in, sign-out confirmation, error and devices
+//! pages, in Spanish and English. Every dynamic value goes through `escape`.
 
 /// Page language: `?lang=` wins, then `Accept-Language` (first supported tag by q-value),
 /// then Spanish, the NINI platform's home language.
@@ -76,6 +76,18 @@ struct Text {
     try_again: &'static str,
     home: &'static str,
     other_lang: &'static str,
+    devices_title: &'static str,
+    devices_lead: &'static str,
+    this_device: &'static str,
+    other_devices: &'static str,
+    no_other_devices: &'static str,
+    unknown_device: &'static str,
+    end_session: &'static str,
+    end_others: &'static str,
+    signed_in_on: &'static str,
+    active_now: &'static str,
+    last_active: &'static str,
+    never_seen: &'static str,
 }
 
 const ES: Text = Text {
@@ -92,6 +104,19 @@ const ES: Text = Text {
     try_again: "Intentar de nuevo",
     home: "Ir al inicio",
     other_lang: "English",
+    devices_title: "Tus dispositivos",
+    devices_lead: "Estos son los dispositivos con una sesión abierta en tu cuenta. Si no reconoces alguno, \
+                   cierra su sesión.",
+    this_device: "Este dispositivo",
+    other_devices: "Otros dispositivos",
+    no_other_devices: "No hay sesiones abiertas en otros dispositivos.",
+    unknown_device: "Dispositivo desconocido",
+    end_session: "Cerrar esta sesión",
+    end_others: "Cerrar sesión en todos los demás dispositivos",
+    signed_in_on: "Sesión iniciada el",
+    active_now: "Activo ahora",
+    last_active: "Última actividad",
+    never_seen: "Sin actividad desde que inició sesión",
 };
 
 const EN: Text = Text {
@@ -108,6 +133,19 @@ const EN: Text = Text {
     try_again: "Try again",
     home: "Go to the home page",
     other_lang: "Español",
+    devices_title: "Your devices",
+    devices_lead: "These devices have a session open on your account. If you do not recognise one, end its \
+                   session.",
+    this_device: "This device",
+    other_devices: "Other devices",
+    no_other_devices: "No other device is signed in.",
+    unknown_device: "Unknown device",
+    end_session: "End this session",
+    end_others: "Sign out on all other devices",
+    signed_in_on: "Signed in on",
+    active_now: "Active now",
+    last_active: "Last active",
+    never_seen: "No activity since signing in",
 };
 
 fn text(lang: Lang) -> &'static Text {
@@ -164,11 +202,21 @@ text-decoration:none;margin-top:18px}.tiktok{background:#fe2c55;color:#fff}.tikt
 .rid{font-family:ui-monospace,monospace;font-size:.8rem;color:#8a8a99;margin-top:20px;word-break:break-all}\
 .lang{margin-top:24px;font-size:.85rem}.lang a{color:#8ab4ff}";
 
+/// What only the devices page needs on top of `STYLE`: left-aligned cards, smaller buttons.
+const DEVICES_STYLE: &str = "h2{font-size:1rem;margin:28px 0 4px;text-align:left;color:#d8d8e2}\
+.dev{text-align:left;background:#23232d;border-radius:12px;padding:14px 16px;margin-top:12px}\
+.dev .name{font-weight:600}.dev .meta{color:#8a8a99;font-size:.85rem;margin-top:4px}\
+.dev button,.dev .btn{padding:9px 12px;margin-top:10px;font-size:.9rem}.none{text-align:left}";
+
 fn page(lang: Lang, title: &str, body: &str) -> String {
+    page_styled(lang, title, "", body)
+}
+
+fn page_styled(lang: Lang, title: &str, extra_style: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"{}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{} · NINI</title><style>{STYLE}</style></head>\
+         <meta name=\"robots\" content=\"noindex\"><title>{} · NINI</title><style>{STYLE}{extra_style}</style></head>\
          <body><main>{body}</main></body></html>\n",
         lang.code(),
         escape(title),
@@ -270,6 +318,119 @@ pub fn error(lang: Lang, code: &str, request_id: &str, retry_url: &str, home: &s
     page(lang, t.error_title, &body)
 }
 
+/// What the devices page shows.
+pub struct DevicesView<'a> {
+    /// The clock's now (unix seconds), for "3 min ago".
+    pub now: i64,
+    /// Where the forms POST (`/api/auth/sessions/revoke`).
+    pub action: &'a str,
+    pub csrf_token: &'a str,
+    /// The sign-out page, for this device.
+    pub signout: &'a str,
+    /// Newest first; one of them is the current device.
+    pub devices: &'a [super::devices::Device],
+    pub self_path: &'a str,
+}
+
+/// The devices page: this device (with a sign-out link), then every other device with a
+/// button that ends it, and one that ends them all. No script: plain forms with the CSRF token.
+pub fn devices(lang: Lang, v: &DevicesView<'_>) -> String {
+    let t = text(lang);
+    let lang_field = format!("<input type=\"hidden\" name=\"lang\" value=\"{}\">", lang.code());
+    let csrf_field = format!(
+        "<input type=\"hidden\" name=\"csrfToken\" value=\"{}\">",
+        escape(v.csrf_token)
+    );
+    let card = |d: &super::devices::Device, actions: &str| {
+        let name = d.label.as_deref().unwrap_or(t.unknown_device);
+        let seen = match d.last_seen_at {
+            Some(at) if d.current || v.now - at < 120 => t.active_now.to_string(),
+            Some(at) => format!("{} {}", t.last_active, escape(&ago(lang, v.now - at))),
+            None => t.never_seen.to_string(),
+        };
+        format!(
+            "<div class=\"dev{}\" id=\"device-{}\"><div class=\"name\">{}</div>\
+             <div class=\"meta\">{} <time datetime=\"{}\">{}</time> · {seen}</div>{actions}</div>",
+            if d.current { " current" } else { "" },
+            escape(&d.id),
+            escape(name),
+            t.signed_in_on,
+            escape(&iso_datetime(d.created_at)),
+            escape(&day(d.created_at)),
+        )
+    };
+    let mut body = format!(
+        "<div class=\"logo\">NINI</div><h1>{}</h1><p>{}</p><h2>{}</h2>",
+        t.devices_title, t.devices_lead, t.this_device
+    );
+    for d in v.devices.iter().filter(|d| d.current) {
+        let actions = format!(
+            "<a class=\"btn secondary\" id=\"signout\" href=\"{}\">{}</a>",
+            escape(v.signout),
+            t.signout_button
+        );
+        body.push_str(&card(d, &actions));
+    }
+    body.push_str(&format!("<h2>{}</h2>", t.other_devices));
+    let others: Vec<&super::devices::Device> = v.devices.iter().filter(|d| !d.current).collect();
+    if others.is_empty() {
+        body.push_str(&format!("<p class=\"none\">{}</p>", t.no_other_devices));
+    }
+    for d in &others {
+        let actions = format!(
+            "<form method=\"POST\" action=\"{}\">{csrf_field}{lang_field}\
+             <input type=\"hidden\" name=\"id\" value=\"{}\">\
+             <button type=\"submit\" class=\"secondary\" id=\"end-{}\">{}</button></form>",
+            escape(v.action),
+            escape(&d.id),
+            escape(&d.id),
+            t.end_session
+        );
+        body.push_str(&card(d, &actions));
+    }
+    if !others.is_empty() {
+        body.push_str(&format!(
+            "<form method=\"POST\" action=\"{}\">{csrf_field}{lang_field}\
+             <input type=\"hidden\" name=\"others\" value=\"true\">\
+             <button type=\"submit\" class=\"tiktok\" id=\"end-others\">{}</button></form>",
+            escape(v.action),
+            t.end_others
+        ));
+    }
+    body.push_str(&lang_switch(lang, v.self_path));
+    page_styled(lang, t.devices_title, DEVICES_STYLE, &body)
+}
+
+/// "5 min ago" / "hace 5 min" for a positive number of seconds.
+fn ago(lang: Lang, secs: i64) -> String {
+    let secs = secs.max(0);
+    let (n, unit_es, unit_en) = if secs < 3_600 {
+        (secs / 60, "min", "min")
+    } else if secs < 2 * 86_400 {
+        (secs / 3_600, "h", "h")
+    } else {
+        (secs / 86_400, if secs / 86_400 == 1 { "día" } else { "días" }, "days")
+    };
+    match lang {
+        Lang::Es => format!("hace {n} {unit_es}"),
+        Lang::En => format!("{n} {unit_en} ago"),
+    }
+}
+
+/// The calendar day (UTC) of a unix time: no script runs to learn the reader's time zone.
+fn day(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .map(|d| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
+        .unwrap_or_default()
+}
+
+fn iso_datetime(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +462,52 @@ mod tests {
         assert!(es.contains("Continuar con TikTok") && es.contains("lang=en"));
         let e = error(Lang::Es, "<b>", "rid-1", "/api/auth/signin", "/");
         assert!(e.contains("rid-1") && !e.contains("<b>"));
+    }
+
+    #[test]
+    fn the_devices_page_escapes_and_offers_one_button_per_other_device() {
+        use super::super::devices::Device;
+        let d = |id: &str, current: bool, label: Option<&str>, seen: Option<i64>| Device {
+            id: id.into(),
+            current,
+            label: label.map(str::to_string),
+            created_at: 86_400,
+            last_seen_at: seen,
+            expires: 10_000_000,
+        };
+        let list = [
+            d("cur", true, Some("Chrome · Android"), Some(1_000_000)),
+            d("o\"1", false, Some("<b>x</b>"), Some(1_000_000 - 600)),
+            d("o2", false, None, None),
+        ];
+        let view = DevicesView {
+            now: 1_000_000,
+            action: "/api/auth/sessions/revoke",
+            csrf_token: "tok\"en",
+            signout: "/api/auth/signout",
+            devices: &list,
+            self_path: "/api/auth/devices",
+        };
+        let en = devices(Lang::En, &view);
+        assert!(en.contains("Your devices") && en.contains("Chrome · Android"));
+        assert!(!en.contains("<b>x</b>") && en.contains("&lt;b&gt;x&lt;/b&gt;"));
+        assert!(en.contains("o&quot;1") && en.contains("tok&quot;en"));
+        assert!(en.contains("10 min ago") && en.contains("Unknown device"));
+        assert_eq!(en.matches("name=\"id\"").count(), 2, "one button per other device");
+        assert!(
+            !en.contains("id=\"end-cur\""),
+            "the current device is signed out, not ended"
+        );
+        assert!(en.contains("id=\"end-others\"") && en.contains("1970-01-02"));
+        let es = devices(Lang::Es, &view);
+        assert!(es.contains("Tus dispositivos") && es.contains("hace 10 min") && es.contains("lang=en"));
+        let alone = devices(
+            Lang::Es,
+            &DevicesView {
+                devices: &list[..1],
+                ..view
+            },
+        );
+        assert!(alone.contains("No hay sesiones abiertas") && !alone.contains("end-others"));
     }
 }

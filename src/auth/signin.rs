@@ -264,7 +264,7 @@ async fn complete(auth: &Auth, req: &Request, pending: Pending) -> CallbackResul
     let lifetime = auth.config.session_lifetime.as_secs() as i64;
     let new_hash = crypto::hex(&key);
     let old_hash = old_key.map(|k| crypto::hex(&k));
-    let device = super::signout::device_label(req.header("user-agent"));
+    let device = super::devices::device_label(req.header("user-agent"));
     let identity = auth
         .store
         .complete_login(NewLogin {

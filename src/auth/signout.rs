@@ -68,7 +68,7 @@ pub async fn signout(auth: &Auth, req: &Request) -> Reply {
 /// no refresh rotates them meanwhile. Unless `force`, a user who signed in again since (a
 /// live session exists) keeps the grant. A failure does not block sign-out: the session is
 /// already gone; the log says what TikTok answered.
-async fn revoke_grant(auth: &Auth, user_id: &str, force: bool, request_id: &str) {
+pub(super) async fn revoke_grant(auth: &Auth, user_id: &str, force: bool, request_id: &str) {
     let result = auth
         .tokens
         .with_refresh_lock(user_id, || async {
@@ -110,86 +110,5 @@ async fn revoke_grant(auth: &Auth, user_id: &str, force: bool, request_id: &str)
         .await;
     if let Err(e) = result {
         log::warn!("sign-out: revoke skipped for user {user_id}: {e} request_id={request_id}");
-    }
-}
-
-/// A short description of the device from its User-Agent ("Chrome on Android"), for the
-/// devices list; None when nothing is recognised.
-pub fn device_label(user_agent: Option<&str>) -> Option<String> {
-    let ua = user_agent?;
-    let has = |s: &str| ua.contains(s);
-    // Order matters: Edge and Opera also say "Chrome", Chrome also says "Safari".
-    let browser = if has("Edg/") {
-        "Edge"
-    } else if has("OPR/") || has("Opera") {
-        "Opera"
-    } else if has("SamsungBrowser") {
-        "Samsung Internet"
-    } else if has("Firefox/") || has("FxiOS") {
-        "Firefox"
-    } else if has("Chrome/") || has("CriOS") || has("HeadlessChrome") {
-        "Chrome"
-    } else if has("Safari/") {
-        "Safari"
-    } else if has("curl/") {
-        "curl"
-    } else if has("node") || has("undici") {
-        "Node.js"
-    } else {
-        ""
-    };
-    let os = if has("iPhone") || has("iPad") || has("iOS") {
-        "iOS"
-    } else if has("Android") {
-        "Android"
-    } else if has("Windows") {
-        "Windows"
-    } else if has("CrOS") {
-        "ChromeOS"
-    } else if has("Mac OS X") || has("Macintosh") {
-        "macOS"
-    } else if has("Linux") {
-        "Linux"
-    } else {
-        ""
-    };
-    match (browser, os) {
-        ("", "") => None,
-        (b, "") => Some(b.to_string()),
-        ("", o) => Some(o.to_string()),
-        (b, o) => Some(format!("{b} · {o}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn devices_are_described_briefly() {
-        let cases = [
-            (
-                "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36",
-                Some("Chrome · Android"),
-            ),
-            (
-                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
-                Some("Safari · iOS"),
-            ),
-            (
-                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36 Edg/126.0",
-                Some("Edge · Windows"),
-            ),
-            (
-                "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:127.0) Gecko/20100101 Firefox/127.0",
-                Some("Firefox · macOS"),
-            ),
-            ("curl/8.5.0", Some("curl")),
-            ("", None),
-        ];
-        for (ua, want) in cases {
-            assert_eq!(device_label(Some(ua)).as_deref(), want, "{ua}");
-        }
-        assert_eq!(device_label(None), None);
     }
 }

@@ -1,7 +1,7 @@
 //! The command line: `run` (default), `check`, `keygen`, `dev-cert`, the operator commands
 //! (`admin`), `migrate-store` (`migrate`), and with the `demo` feature `demo` and
 //! `mock-tiktok` (`demo`). Maps every outcome to an exit code: 0 ok, 64 bad configuration or
-//! usage, 1 failure at run time.
+//! usage, 1 failure at run time or a finding of `check --online`.
 
 pub mod admin;
 #[cfg(feature = "demo")]
@@ -36,7 +36,13 @@ pub enum Command {
     Run,
     /// Validate the configuration, print it with secrets redacted and the redirect URI to
     /// register with TikTok. Exits 64 listing every problem.
-    Check,
+    Check {
+        /// Then ask TikTok, as a sign-in would but without a user, whether it accepts the client
+        /// key and secret, the redirect URI and the scopes, and compare clocks. Exits 1 on a
+        /// finding, each printed with its fix.
+        #[arg(long)]
+        online: bool,
+    },
     /// Print a fresh random 32-byte key, base64, for `secrets.encryption_keys`.
     Keygen,
     /// Run sidecar + mock TikTok + demo app on localhost; no TikTok account needed.
@@ -105,7 +111,7 @@ pub fn main() -> ExitCode {
     }
     match command {
         Command::Run => run(&cli.config),
-        Command::Check => check(&cli.config),
+        Command::Check { online } => check(&cli.config, online),
         Command::Keygen => match crate::crypto::generate_key_base64() {
             Ok(k) => {
                 println!("{k}");
@@ -142,7 +148,11 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     })
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+/// `check --online` found something TikTok refuses (or a clock off): a failure like any
+/// other at run time, apart from 64, which stays the configuration's own.
+const EXIT_FINDINGS: u8 = 1;
+
+fn check(path: &std::path::Path, online: bool) -> ExitCode {
     match load(path) {
         Ok(cfg) => {
             println!(
@@ -157,9 +167,29 @@ fn check(path: &std::path::Path) -> ExitCode {
                     "# note: TikTok accepts only https redirect URIs for web apps; http works with the mock only."
                 );
             }
+            if online {
+                return check_online(&cfg);
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+fn check_online(cfg: &config::Config) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = rt.block_on(crate::tiktok::preflight::run(cfg));
+    print!("\n{report}");
+    if report.findings() > 0 {
+        ExitCode::from(EXIT_FINDINGS)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

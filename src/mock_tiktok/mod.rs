@@ -14,6 +14,9 @@
 //! - `GET  /v2/user/info/`, `POST /v2/video/list/`, `POST /v2/video/query/`
 //! - `GET  /__mock/requests`, `POST /__mock/reset-log`, `GET /__mock/avatar/<open_id>.svg`,
 //!   `GET /__mock/cover/<video_id>.svg` (helpers; never recorded)
+//!
+//! Every answer's `Date` is the mock's clock, so a test that advances it sees TikTok's clock
+//! off, as a client would on a machine whose own clock is wrong.
 
 mod api;
 mod config;
@@ -194,7 +197,7 @@ impl MockTikTok {
     }
 
     /// Moves the mock's clock forward (or back, if negative); codes, access and refresh
-    /// tokens and rate-limit windows all follow it.
+    /// tokens, rate-limit windows and every answer's `Date` header all follow it.
     pub fn advance_clock(&self, secs: i64) {
         self.inner.advance_clock(secs);
     }

@@ -392,7 +392,7 @@ async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Re
         log_id,
     };
     if req.path.starts_with("/__mock/") {
-        return helper(&inner, &req).into_response(&req.log_id);
+        return with_date(&inner, helper(&inner, &req).into_response(&req.log_id));
     }
     let route = Route::of(&req.method, &req.path);
     let seq = inner.record_start(&req, route.label());
@@ -402,7 +402,25 @@ async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Re
         dispatch(&inner, &req, route).await
     };
     inner.record_finish(seq, reply.status.as_u16());
-    reply.into_response(&req.log_id)
+    with_date(&inner, reply.into_response(&req.log_id))
+}
+
+/// TikTok's answers carry TikTok's clock in `Date`; so do the mock's, from the mock clock
+/// (hyper would send the machine's), so a clock that [`super::MockTikTok::advance_clock`]
+/// moved is as visible to clients as a skewed server clock would be.
+fn with_date(inner: &Inner, mut response: Response) -> Response {
+    let printed = jiff::Timestamp::from_second(inner.now())
+        .ok()
+        .and_then(|t| {
+            jiff::fmt::rfc2822::DateTimePrinter::new()
+                .timestamp_to_rfc9110_string(&t)
+                .ok()
+        })
+        .and_then(|d| HeaderValue::from_str(&d).ok());
+    if let Some(v) = printed {
+        response.headers_mut().insert(header::DATE, v);
+    }
+    response
 }
 
 async fn dispatch(inner: &Arc<Inner>, req: &Req, route: Route) -> Reply {

@@ -262,6 +262,27 @@ fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0).min(MAX)))
 }
 
+/// A response's `Date` (an HTTP date, RFC 9110) as unix seconds.
+fn http_date(headers: &reqwest::header::HeaderMap) -> Option<i64> {
+    let v = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let ts = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(v.trim())
+        .ok()?;
+    Some(ts.as_second())
+}
+
+/// What a page of TikTok's answered (see [`TikTokClient::fetch_page`]).
+#[derive(Debug, Clone)]
+pub struct PageAnswer {
+    pub status: u16,
+    /// `Location`, for a redirect.
+    pub location: Option<String>,
+    /// The body, lossily decoded as UTF-8.
+    pub body: String,
+    /// TikTok's `Date` header, unix seconds.
+    pub date: Option<i64>,
+}
+
 /// An OAuth error body (`{"error": ...}`), whatever the HTTP status: TikTok sends them with
 /// 200 as well as 4xx, so the body decides.
 fn oauth_error(status: u16, body: &[u8]) -> Option<TikTokError> {
@@ -426,6 +447,23 @@ impl TikTokClient {
     /// Exchanges an authorization code. `code` is the value parsed once from the callback
     /// query; reqwest form-encodes it exactly once here.
     pub async fn exchange_code(&self, code: &str, code_verifier: Option<&str>) -> Result<TokenResponse, TikTokError> {
+        let form = self.code_form(code, code_verifier);
+        self.observed("token", self.token_request(&form)).await
+    }
+
+    /// [`TikTokClient::exchange_code`], byte for byte the same request, also returning the
+    /// `Date` of TikTok's answer (unix seconds) when there was one: `check --online` compares
+    /// it with the local clock.
+    pub async fn exchange_code_dated(
+        &self,
+        code: &str,
+        code_verifier: Option<&str>,
+    ) -> (Result<TokenResponse, TikTokError>, Option<i64>) {
+        let form = self.code_form(code, code_verifier);
+        self.token_request_dated(&form).await
+    }
+
+    fn code_form<'a>(&'a self, code: &'a str, code_verifier: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
         let mut form = vec![
             ("client_key", self.cfg.client_key.as_str()),
             ("client_secret", self.cfg.client_secret.expose()),
@@ -436,7 +474,7 @@ impl TikTokClient {
         if let Some(v) = code_verifier {
             form.push(("code_verifier", v));
         }
-        self.observed("token", self.token_request(&form)).await
+        form
     }
 
     /// Redeems a refresh token; the answer carries a new (rotated) refresh token.
@@ -451,17 +489,50 @@ impl TikTokClient {
     }
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<TokenResponse, TikTokError> {
-        let resp = self
+        self.token_request_dated(form).await.0
+    }
+
+    async fn token_request_dated(&self, form: &[(&str, &str)]) -> (Result<TokenResponse, TikTokError>, Option<i64>) {
+        let sent = self
             .send(
                 self.http
                     .post(self.api("/v2/oauth/token/"))
                     .header("Cache-Control", "no-cache")
                     .form(form),
             )
-            .await?;
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => return (Err(e), None),
+        };
+        let date = http_date(resp.headers());
         let status = resp.status().as_u16();
+        let result = match self.body(resp).await {
+            Ok(body) => parse_token_response(status, &body),
+            Err(e) => Err(e),
+        };
+        (result, date)
+    }
+
+    /// Loads `url` (an authorize URL) the way a browser's first request would, without
+    /// following redirects, for `check --online`: the sidecar itself never loads TikTok's
+    /// pages, browsers do. The body is read up to the client's usual bound.
+    pub async fn fetch_page(&self, url: &str) -> Result<PageAnswer, TikTokError> {
+        let resp = self.send(self.http.get(url).header("Accept", "text/html")).await?;
+        let status = resp.status().as_u16();
+        let date = http_date(resp.headers());
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = self.body(resp).await?;
-        parse_token_response(status, &body)
+        Ok(PageAnswer {
+            status,
+            location,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            date,
+        })
     }
 
     /// Revokes the grant behind an access token. Success is any 2xx without an `error`.
@@ -650,6 +721,19 @@ mod tests {
             parse_user_info(200, ok).ok().and_then(|u| u.open_id).as_deref(),
             Some("o")
         );
+    }
+
+    #[test]
+    fn http_dates_are_read_as_unix_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(http_date(&h), None);
+        h.insert(
+            reqwest::header::DATE,
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().expect("value"),
+        );
+        assert_eq!(http_date(&h), Some(784_111_777));
+        h.insert(reqwest::header::DATE, "yesterday".parse().expect("value"));
+        assert_eq!(http_date(&h), None);
     }
 
     #[test]

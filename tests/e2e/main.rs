@@ -27,6 +27,8 @@ mod paths;
 mod storage;
 // Sign-out: revoke, cookie death, CSRF.
 mod signout;
+// Your devices: the sessions list, ending one or all others, the es/en page.
+mod devices;
 // next-auth REST surface: csrf, providers, session, JSON redirects.
 mod nextauth;
 // The real next-auth/react client (npm) from Node and in headless Chromium.
@@ -43,6 +45,8 @@ mod ops;
 mod forward_auth;
 // The binary: config errors, check, keygen, signals.
 mod cli;
+// `check --online` against the mock TikTok, every operator mistake injected.
+mod check_online;
 // A real browser (headless Chromium via playwright-core) signs in and sees the dashboard.
 mod browser;
 // TikTok data sync: video paging, counts and streak, retries, cool-down, scopes, read endpoints.

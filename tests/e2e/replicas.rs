@@ -1,10 +1,10 @@
 //! Many replicas on one PostgreSQL database: real `nini-auth` processes sharing a database,
 //! the mock TikTok and the demo upstream, all on loopback. Any replica finishes any sign-in;
-//! a session made on one works on the others; sign-out, `sessions revoke` and the
-//! deauthorization webhook reach every replica within a second (measured); one refresh
-//! across replicas, even when its holder is killed; three replicas migrate an empty
-//! database at once; the database going away and coming back; `migrate-store` from a live
-//! SQLite deployment.
+//! a session made on one works on the others; sign-out, `sessions revoke`, a device ended
+//! from the devices list and the deauthorization webhook reach every replica within a
+//! second (measured); one refresh across replicas, even when its holder is killed; three
+//! replicas migrate an empty database at once; the database going away and coming back;
+//! `migrate-store` from a live SQLite deployment.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -274,6 +274,47 @@ async fn revocations_reach_the_other_replica_within_a_second() {
     assert_eq!(r.status().as_u16(), 200);
     let t = refused_within(&a, &session, limit, "webhook on B").await;
     eprintln!("webhook on B refused on A after {t:?}");
+}
+
+/// A device ended from the devices list on one replica is refused by the other within a
+/// second, while the device that ended it stays signed in on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn ending_a_device_on_one_replica_reaches_the_other_within_a_second() {
+    let Some(c) = Cluster::start("replicas::ending_a_device_reaches_the_other", |_| {}).await else {
+        return;
+    };
+    let (a, b) = (c.replica("a"), c.replica("b"));
+    let (phone, on_phone) = sign_in_across(&c, &a, &a).await;
+    let (_, on_laptop) = sign_in_across(&c, &b, &b).await;
+    // The laptop's session is cached on B before it is ended through A.
+    assert_eq!(user_on(&b, &on_laptop).await.0, 200);
+    // Both replicas list both devices: the sessions live in the shared database.
+    for r in [&a, &b] {
+        let l = api_with(&on_phone).get(&r.url("/api/auth/sessions")).await;
+        assert_eq!(l.status, 200, "{}", l.body);
+        assert_eq!(l.json()["sessions"].as_array().map(Vec::len), Some(2), "{}", l.body);
+    }
+    let l = api_with(&on_laptop).get(&b.url("/api/auth/sessions")).await.json();
+    let laptop_id = l["sessions"]
+        .as_array()
+        .and_then(|s| s.iter().find(|d| d["current"] == true))
+        .and_then(|d| d["id"].as_str())
+        .expect("current id")
+        .to_string();
+    let page = phone.get(&a.url("/api/auth/devices")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = extract_value(&page.body, "csrfToken").expect("csrf");
+    let r = phone
+        .post_form(
+            &a.url("/api/auth/sessions/revoke"),
+            &[("csrfToken", csrf.as_str()), ("id", laptop_id.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    let t = refused_within(&b, &on_laptop, Duration::from_secs(1), "device ended on A").await;
+    eprintln!("device ended on A refused on B after {t:?}");
+    assert_eq!(user_on(&a, &on_phone).await.0, 200);
+    assert_eq!(user_on(&b, &on_phone).await.0, 200);
 }
 
 /// Identity is checked at the upgrade only: a WebSocket on one replica must end when its

@@ -235,6 +235,18 @@ impl Browser {
         }
     }
 
+    /// A browser that says it is `user_agent` (the devices list names devices by it).
+    pub fn with_user_agent(user_agent: &str) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(user_agent.to_string())
+                .build()
+                .expect("client"),
+            ..Browser::new()
+        }
+    }
+
     /// An API client: no `Accept: text/html`.
     pub fn api() -> Browser {
         Browser {
