@@ -29,7 +29,12 @@ pub async fn signout(auth: &Auth, req: &Request) -> Reply {
     for key in keys {
         auth.sessions.remove(&key);
         let hash = crypto::hex(&key);
-        let ended = match auth.store.end_session(&hash, now).await {
+        let ended = auth.store.end_session(&hash, now).await;
+        // Once more after the commit: a lookup between the first removal and the commit read
+        // the live row and may have cached it (and what holds the session open, such as a
+        // WebSocket, re-checks it now and finds it gone).
+        auth.sessions.remove(&key);
+        let ended = match ended {
             Ok(Some(e)) => e,
             Ok(None) => continue,
             Err(e) => {

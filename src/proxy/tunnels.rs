@@ -19,6 +19,10 @@ use crate::auth::Auth;
 use crate::store::cache::Dropped;
 use crate::store::Identity;
 
+/// How often, and how far apart, a re-check the store could not answer is tried again.
+const RECHECK_ATTEMPTS: u32 = 4;
+const RECHECK_AGAIN: Duration = Duration::from_secs(5);
+
 pub struct Tunnels {
     auth: Arc<Auth>,
     max_lifetime: Duration,
@@ -179,10 +183,25 @@ impl Tunnels {
         };
         let this = self.clone();
         rt.spawn(async move {
-            for (id, key) in tunnels {
-                if let Check::Ended = this.check(key).await {
-                    this.kill(id, Reason::SessionEnded);
+            let mut pending = tunnels;
+            // A store that cannot answer is asked again a few times rather than leaving a
+            // tunnel whose session may have ended open until the next occasion.
+            for attempt in 0..RECHECK_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(RECHECK_AGAIN).await;
                 }
+                let mut unknown = Vec::new();
+                for (id, key) in pending {
+                    match this.check(key).await {
+                        Check::Ended => this.kill(id, Reason::SessionEnded),
+                        Check::Unknown => unknown.push((id, key)),
+                        Check::Live(_) => {}
+                    }
+                }
+                if unknown.is_empty() {
+                    return;
+                }
+                pending = unknown;
             }
         });
     }

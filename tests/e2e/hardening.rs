@@ -185,3 +185,63 @@ async fn forged_session_cookies_are_refused_in_memory() {
     );
     assert_eq!(api.send(req).await.status, 200);
 }
+
+/// At most two session cookie values are looked at per request, and sign-out ends at most
+/// two: a request stuffed with genuine (MAC-valid) cookies costs two store reads, not one
+/// per value.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_most_two_session_cookies_count_per_request() {
+    let env = TestEnv::start().await;
+    let ring = nini_auth::crypto::KeyRing::from_base64(&env.keys).expect("ring");
+    let unknown = || ring.new_session_token().expect("token").0;
+    let name = session_cookie_name();
+    let lookups = &env.sidecar().auth.metrics.session_lookups;
+    let (_, live, _) = signed_in(&env).await;
+
+    // Two genuine but unknown values first: the live third one is never looked at.
+    let before = lookups.found.get() + lookups.unknown.get();
+    let api = Browser::api();
+    let header = format!("{name}={}; {name}={}; {name}={live}", unknown(), unknown());
+    let r = api
+        .send(api.client.get(env.url("/api/user")).header("cookie", header))
+        .await;
+    assert_eq!(r.status, 401, "only the first two values count");
+    assert_eq!(
+        lookups.found.get() + lookups.unknown.get() - before,
+        2,
+        "two store reads"
+    );
+    // One unknown value first: the live one is second and counts.
+    let header = format!("{name}={}; {name}={live}", unknown());
+    let r = api
+        .send(api.client.get(env.url("/api/user")).header("cookie", header))
+        .await;
+    assert_eq!(r.status, 200);
+
+    // Sign-out with three live sessions in one header ends the first two only.
+    let (b, s1, _) = signed_in(&env).await;
+    let (_, s2, _) = signed_in(&env).await;
+    let (_, s3, _) = signed_in(&env).await;
+    let csrf = b.csrf(&env).await;
+    let csrf_cookie = b.cookie(&name.replace("session", "csrf")).expect("csrf cookie");
+    let header = format!(
+        "{name}={s1}; {name}={s2}; {name}={s3}; {}={csrf_cookie}",
+        name.replace("session", "csrf")
+    );
+    let r = api
+        .send(
+            api.client
+                .post(env.url("/api/auth/signout"))
+                .header("cookie", header)
+                .form(&[("csrfToken", csrf.as_str())]),
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert_eq!(api_with(&s1).get(&env.url("/api/user")).await.status, 401);
+    assert_eq!(api_with(&s2).get(&env.url("/api/user")).await.status, 401);
+    assert_eq!(
+        api_with(&s3).get(&env.url("/api/user")).await.status,
+        200,
+        "the third was not touched"
+    );
+}
