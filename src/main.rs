@@ -1,4 +1,11 @@
 //! `nini-auth` binary: everything lives in the library; see `cli`.
+
+// mimalloc instead of glibc's malloc: the proxy allocates many small, short-lived buffers
+// per request on several threads, where glibc's arena locks showed in the profile. Measured
+// in docs/performance.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     nini_auth::cli::main()
 }

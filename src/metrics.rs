@@ -12,6 +12,11 @@ use prometheus::{
 /// `ops::logging`, which runs before any `Metrics` exists).
 pub static LOG_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The route classes the proxy counts requests under (`nini_auth_requests_total{route}`).
+const ROUTES: &[&str] = &["auth", "sync", "protected", "public", "rejected"];
+/// Status codes 100..=599 get a prebuilt handle each.
+const STATUSES: usize = 500;
+
 /// Seconds; from 1 ms to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -45,6 +50,11 @@ pub struct Metrics {
     /// Log lines dropped because stderr did not keep up (mirrors `LOG_DROPPED`).
     log_dropped: prometheus::IntCounter,
     in_flight_count: AtomicI64,
+    /// `requests` handles by route and status, made on first use: counting a request is one
+    /// atomic add, with no label formatting or lookup.
+    request_handles: Vec<Vec<std::sync::OnceLock<prometheus::IntCounter>>>,
+    /// `upstream_latency` handles by status class (1xx..5xx, then anything else).
+    upstream_handles: Vec<prometheus::Histogram>,
     /// Client connections open now (`proxy::conn`).
     pub connections_open: IntGauge,
     /// Client connections the sidecar closed or refused itself, by reason (see `ConnClosed`).
@@ -237,6 +247,10 @@ impl Metrics {
         for outcome in ["ok", "failed", "grant_dead", "waited"] {
             refreshes.with_label_values(&[outcome]);
         }
+        let upstream_handles = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
+            .iter()
+            .map(|c| upstream_latency.with_label_values(&[c]))
+            .collect();
         Metrics {
             registry,
             requests,
@@ -253,6 +267,11 @@ impl Metrics {
             invalidations,
             log_dropped,
             in_flight_count: AtomicI64::new(0),
+            request_handles: ROUTES
+                .iter()
+                .map(|_| (0..STATUSES).map(|_| std::sync::OnceLock::new()).collect())
+                .collect(),
+            upstream_handles,
             connections_open,
             connections_closed,
             tunnels_open,
@@ -284,7 +303,13 @@ impl Metrics {
     pub fn request_finished(&self, route: &str, status: u16) {
         let n = self.in_flight_count.fetch_sub(1, Ordering::SeqCst) - 1;
         self.in_flight.set(n);
-        self.requests.with_label_values(&[route, &status.to_string()]).inc();
+        let r = ROUTES.iter().position(|x| *x == route);
+        match (r, usize::from(status).checked_sub(100)) {
+            (Some(r), Some(s)) if s < STATUSES => self.request_handles[r][s]
+                .get_or_init(|| self.requests.with_label_values(&[route, &status.to_string()]))
+                .inc(),
+            _ => self.requests.with_label_values(&[route, &status.to_string()]).inc(),
+        }
     }
 
     pub fn in_flight_now(&self) -> i64 {
@@ -309,8 +334,11 @@ impl Metrics {
     }
 
     pub fn upstream(&self, status: u16, seconds: f64) {
-        let class = format!("{}xx", status / 100);
-        self.upstream_latency.with_label_values(&[&class]).observe(seconds);
+        let i = match status / 100 {
+            c @ 1..=5 => usize::from(c) - 1,
+            _ => 5,
+        };
+        self.upstream_handles[i].observe(seconds);
     }
 }
 

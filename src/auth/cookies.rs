@@ -73,17 +73,22 @@ impl CookieNames {
 
     /// The `Cookie` header value without our cookies, or None when nothing is left.
     pub fn strip_ours(&self, header: &str) -> Option<String> {
-        let kept: Vec<&str> = header
-            .split(';')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-            .filter(|part| {
-                let name = part.split_once('=').map(|(n, _)| n).unwrap_or(part).trim();
-                !self.is_ours(name)
-            })
-            .collect();
+        let kept: Vec<&str> = parts(header).filter(|part| !self.is_ours(part_name(part))).collect();
         (!kept.is_empty()).then(|| kept.join("; "))
     }
+
+    /// Does this `Cookie` header carry one of our cookies (what `strip_ours` would remove)?
+    pub fn has_ours(&self, header: &str) -> bool {
+        parts(header).any(|part| self.is_ours(part_name(part)))
+    }
+}
+
+fn parts(header: &str) -> impl Iterator<Item = &str> {
+    header.split(';').map(str::trim).filter(|part| !part.is_empty())
+}
+
+fn part_name(part: &str) -> &str {
+    part.split_once('=').map(|(n, _)| n).unwrap_or(part).trim()
 }
 
 /// Name/value pairs of one `Cookie` header (see `web::cookie_pairs`).

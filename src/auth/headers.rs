@@ -93,18 +93,36 @@ const NAME_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remov
 pub struct StripPolicy {
     /// Folded (lowercase, `-`) operator additions.
     extra: Vec<String>,
+    /// The folded first bytes any listed name or prefix starts with: most headers (`host`,
+    /// `accept`, `user-agent`, …) are ruled out by one lookup.
+    first: [bool; 256],
 }
 
 impl StripPolicy {
     /// `extra`: header names to strip as well (validated by the config).
     pub fn new(extra: &[String]) -> StripPolicy {
-        StripPolicy {
-            extra: extra.iter().map(|n| fold(n)).collect(),
+        let extra: Vec<String> = extra.iter().map(|n| fold(n)).collect();
+        let mut first = [false; 256];
+        let all = SPOOFABLE_PREFIXES
+            .iter()
+            .chain(SPOOFABLE_NAMES)
+            .chain(FORWARDING_NAMES)
+            .copied()
+            .chain(extra.iter().map(String::as_str));
+        for name in all {
+            if let Some(&b) = name.as_bytes().first() {
+                first[usize::from(b)] = true;
+            }
         }
+        StripPolicy { extra, first }
     }
 
     /// Removed from every request before routing and again before forwarding.
     pub fn must_strip(&self, name: &str) -> bool {
+        match name.trim().as_bytes().first() {
+            Some(&b) if self.first[usize::from(fold_byte(b))] => {}
+            _ => return false,
+        }
         is_spoofable(name) || is_untrusted_forwarding(name) || self.extra.iter().any(|e| folded_eq(name, e))
     }
 }
@@ -158,6 +176,22 @@ pub fn identity_headers(id: &Identity) -> Vec<(&'static str, String)> {
         out.push((AVATAR_URL, avatar.to_string()));
     }
     out
+}
+
+/// `identity_headers` as header values, made once per cached identity: the proxy clones them
+/// (a reference count each) into every request of the session.
+pub struct HeaderValues(pub Vec<(&'static str, http::HeaderValue)>);
+
+pub fn header_values(id: &Identity) -> std::sync::Arc<HeaderValues> {
+    id.derived.get_or_init(|| {
+        HeaderValues(
+            identity_headers(id)
+                .into_iter()
+                // Every value is visible ASCII or percent-encoded, so this never drops one.
+                .filter_map(|(name, value)| http::HeaderValue::try_from(value).ok().map(|v| (name, v)))
+                .collect(),
+        )
+    })
 }
 
 /// UTF-8 percent-encoding; upstreams decode with `decodeURIComponent`.
@@ -231,6 +265,32 @@ mod tests {
             "Authorization",
         ] {
             assert!(!is_spoofable(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_policy_strips_every_listed_name_in_any_spelling() {
+        let p = StripPolicy::new(&[]);
+        let upper_underscore = |n: &str| n.to_ascii_uppercase().replace('-', "_");
+        for n in SPOOFABLE_NAMES.iter().chain(FORWARDING_NAMES) {
+            for spelling in [n.to_string(), upper_underscore(n), format!(" {n}")] {
+                assert!(p.must_strip(&spelling), "{spelling}");
+            }
+        }
+        for prefix in SPOOFABLE_PREFIXES {
+            let n = format!("{prefix}something");
+            assert!(p.must_strip(&n) && p.must_strip(&upper_underscore(&n)), "{n}");
+        }
+        for n in [
+            "Host",
+            "Cookie",
+            "Accept",
+            "User-Agent",
+            "X-Request-Id",
+            "Authorization",
+            "Content-Type",
+        ] {
+            assert!(!p.must_strip(n), "{n}");
         }
     }
 

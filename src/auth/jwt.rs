@@ -56,7 +56,8 @@ struct Claims<'a> {
 /// One cached token, with the identity fields it was made from so a changed profile (a new
 /// display name after a sync) gets a fresh token at once instead of after the half-life.
 struct Cached {
-    token: String,
+    /// The token as the header value the proxy sends (cloning it is a reference count).
+    token: http::HeaderValue,
     iat: i64,
     exp: i64,
     open_id: String,
@@ -144,13 +145,20 @@ impl IdentitySigner {
 
     /// The `X-Nini-Identity` value for this user at `now` (None when disabled).
     pub fn header_value(&self, id: &Identity, now: i64) -> Option<String> {
+        self.header(id, now).and_then(|v| v.to_str().ok().map(String::from))
+    }
+
+    /// `header_value` as a header value, for the proxy.
+    pub fn header(&self, id: &Identity, now: i64) -> Option<http::HeaderValue> {
         let signer = self.signer.as_ref()?;
         if let Some(token) = signer.cached(id, now) {
             return Some(token);
         }
         let (token, exp) = signer.sign(id, now)?;
-        signer.remember(id, &token, now, exp);
-        Some(token)
+        // A JWT is base64url and dots: always a valid header value.
+        let value = http::HeaderValue::try_from(token).ok()?;
+        signer.remember(id, value.clone(), now, exp);
+        Some(value)
     }
 
     /// The JWKS document (`{"keys":[...]}`): every key of the ring, primary first.
@@ -172,16 +180,16 @@ impl Signer {
         c.iat <= now && c.exp.saturating_sub(now) > self.ttl / 2
     }
 
-    fn cached(&self, id: &Identity, now: i64) -> Option<String> {
+    fn cached(&self, id: &Identity, now: i64) -> Option<http::HeaderValue> {
         let c = self.cache.get(&id.session_id)?;
         (self.fresh(&c, now) && c.open_id == id.open_id && c.name == id.display_name).then(|| c.token.clone())
     }
 
-    fn remember(&self, id: &Identity, token: &str, now: i64, exp: i64) {
+    fn remember(&self, id: &Identity, token: http::HeaderValue, now: i64, exp: i64) {
         self.cache.insert(
             id.session_id.clone(),
             Arc::new(Cached {
-                token: token.to_string(),
+                token,
                 iat: now,
                 exp,
                 open_id: id.open_id.clone(),
@@ -261,6 +269,7 @@ mod tests {
             follower_count: None,
             session_expires: 2_000_000_000,
             grant_error: None,
+            derived: Default::default(),
         }
     }
 

@@ -81,6 +81,12 @@ pub fn build(config: Config, mode: Mode) -> Result<(Server, Arc<Auth>), StartErr
     let drain_secs = cfg.shutdown_timeout.as_millis().div_ceil(1000).max(1) as u64;
     let mut conf = ServerConf {
         threads: cfg.threads,
+        // The binary runs one single-threaded runtime per thread (no work stealing): on the
+        // loopback benchmark this served ~15% more requests per second, see docs/performance.md.
+        // Embedded servers (tests, `demo`) keep the stealing runtime: pingora's per-thread
+        // runtimes start lazily and an in-process server sharing a busy test binary's CPUs
+        // intermittently missed its listen deadline with them.
+        work_stealing: mode != Mode::Process,
         // On shutdown pingora stops the listeners, then sleeps the grace period, then stops
         // its runtimes (cancelling whatever still runs). The grace period is our drain; the
         // Drain service below ends the process as soon as nothing is in flight, so an idle

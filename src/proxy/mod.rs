@@ -43,6 +43,9 @@ pub struct AuthProxy {
     /// pingora's own keep-alive read timeout: just above ours (`proxy::conn` decides),
     /// None when keep-alive is off.
     keepalive: Option<u64>,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` from `public_url`, made once.
+    public_proto: http::HeaderValue,
+    public_host: Option<http::HeaderValue>,
 }
 
 /// Total size of request header names and values we accept (431 beyond).
@@ -51,6 +54,8 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Per-request facts.
 pub struct Ctx {
     request_id: String,
+    /// `request_id` as a header value, made once for the upstream request and the answer.
+    request_id_header: Option<http::HeaderValue>,
     identity: Option<Arc<Identity>>,
     /// Only with `upstream.forward_access_token`.
     access_token: Option<String>,
@@ -93,7 +98,19 @@ impl AuthProxy {
         let ops = &auth.config.ops;
         let keepalive =
             (!ops.keepalive_timeout.is_zero()).then(|| ops.keepalive_timeout.max(ops.header_timeout).as_secs() + 1);
+        let public = &auth.config.public_url;
+        let public_proto =
+            http::HeaderValue::from_str(public.scheme()).unwrap_or(http::HeaderValue::from_static("http"));
+        let public_host = public
+            .host_str()
+            .map(|h| match public.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+            .and_then(|h| http::HeaderValue::try_from(h).ok());
         AuthProxy {
+            public_proto,
+            public_host,
             tunnels: tunnels::Tunnels::new(auth.clone()),
             keepalive,
             protected: paths::ProtectedRoutes::new(&auth.config.protected),
@@ -117,10 +134,45 @@ pub fn request_id(incoming: Option<&str>) -> String {
         {
             v.to_string()
         }
-        _ => crypto::random_bytes::<12>()
-            .map(|b| crypto::hex(&b))
-            .unwrap_or_else(|_| "0".repeat(24)),
+        _ => fresh_request_id(),
     }
+}
+
+/// 96 bits as 24 hex characters, with no system call per request: a SplitMix64 stream per
+/// thread, seeded once from the OS. Request ids correlate log lines; they are not secrets
+/// (a client may send its own) and need only be unique in practice.
+fn fresh_request_id() -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            crypto::random_bytes::<8>().map(u64::from_le_bytes).unwrap_or_else(|_| {
+                // No OS randomness: the time and a per-thread address keep ids apart.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0);
+                let local = 0u8;
+                t ^ ((&local as *const u8 as u64) << 16)
+            }),
+        );
+    }
+    fn next(state: &Cell<u64>) -> u64 {
+        let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let (a, b) = STATE.with(|s| (next(s), next(s)));
+    let mut id = String::with_capacity(24);
+    for nibble in (0..16)
+        .rev()
+        .map(|i| (a >> (i * 4)) & 0xf)
+        .chain((0..8).rev().map(|i| (b >> (i * 4)) & 0xf))
+    {
+        id.push(char::from(b"0123456789abcdef"[nibble as usize]));
+    }
+    id
 }
 
 /// Removes every header an upstream could read as identity or as forwarding information,
@@ -166,6 +218,11 @@ fn unavailable_reply(navigation: bool, request_id: &str, lang: pages::Lang, e: &
         Reply::json(503, &json!({ "error": "Unavailable", "requestId": request_id }))
     };
     reply.header("Retry-After", "5".into()).no_store()
+}
+
+/// The language of our own pages for this request (only computed when a page is written).
+fn lang_of(req: &RequestHeader) -> pages::Lang {
+    pages::negotiate(None, req.headers.get("accept-language").and_then(|v| v.to_str().ok()))
 }
 
 fn bad_path_reply(navigation: bool, request_id: &str, lang: pages::Lang) -> Reply {
@@ -285,6 +342,7 @@ impl ProxyHttp for AuthProxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             request_id: String::new(),
+            request_id_header: None,
             identity: None,
             access_token: None,
             forwarded: None,
@@ -307,6 +365,7 @@ impl ProxyHttp for AuthProxy {
         app.metrics.request_started();
         ctx.counted = true;
         ctx.request_id = request_id(session.get_header("x-request-id").and_then(|v| v.to_str().ok()));
+        ctx.request_id_header = http::HeaderValue::from_str(&ctx.request_id).ok();
         // From here the connection is in a request: no head deadline until it is answered.
         ctx.conn = conn::control_of(session.stream());
         if let Some(c) = &ctx.conn {
@@ -324,7 +383,6 @@ impl ProxyHttp for AuthProxy {
 
         let req = session.req_header();
         let navigation = is_navigation(req);
-        let lang = pages::negotiate(None, req.headers.get("accept-language").and_then(|v| v.to_str().ok()));
         if let Some(reply) = limits_exceeded(req, app.config.ops.max_request_body, &ctx.request_id) {
             ctx.route = "rejected";
             return self.answer(session, ctx, reply).await;
@@ -356,7 +414,11 @@ impl ProxyHttp for AuthProxy {
                 log::info!("rejected path: {e} request_id={}", ctx.request_id);
                 ctx.route = "rejected";
                 return self
-                    .answer(session, ctx, bad_path_reply(navigation, &ctx.request_id, lang))
+                    .answer(
+                        session,
+                        ctx,
+                        bad_path_reply(navigation, &ctx.request_id, lang_of(session.req_header())),
+                    )
                     .await;
             }
         };
@@ -387,7 +449,7 @@ impl ProxyHttp for AuthProxy {
             }
             Ok(None) => None,
             Err(e) => {
-                let reply = unavailable_reply(navigation, &ctx.request_id, lang, &e);
+                let reply = unavailable_reply(navigation, &ctx.request_id, lang_of(session.req_header()), &e);
                 return self.answer(session, ctx, reply).await;
             }
         };
@@ -411,24 +473,28 @@ impl ProxyHttp for AuthProxy {
             let reply = crate::tiktok::sync::sync_endpoint(&app.sync, ctx.identity.clone(), &ctx.request_id).await;
             return self.answer(session, ctx, reply).await;
         }
-        let path_and_query = match &query {
+        let path_and_query = || match &query {
             Some(q) => format!("{}?{q}", canonical.forward),
             None => canonical.forward.clone(),
         };
         let protected = self.protected.is_protected(&canonical);
         ctx.route = if protected { "protected" } else { "public" };
         if ctx.identity.is_none() && protected {
-            let reply = unauthenticated(app, navigation, &path_and_query);
+            let reply = unauthenticated(app, navigation, &path_and_query());
             return self.answer(session, ctx, reply).await;
         }
 
-        // The upstream gets exactly the path the decision was made on.
-        match path_and_query.parse::<http::Uri>() {
-            Ok(uri) => session.req_header_mut().set_uri(uri),
-            Err(_) => {
-                return self
-                    .answer(session, ctx, bad_path_reply(navigation, &ctx.request_id, lang))
-                    .await;
+        // The upstream gets exactly the path the decision was made on (already so for an
+        // origin-form request whose path was canonical).
+        let uri = &session.req_header().uri;
+        let unchanged = uri.scheme().is_none() && uri.authority().is_none() && uri.path() == canonical.forward;
+        if !unchanged {
+            match path_and_query().parse::<http::Uri>() {
+                Ok(uri) => session.req_header_mut().set_uri(uri),
+                Err(_) => {
+                    let reply = bad_path_reply(navigation, &ctx.request_id, lang_of(session.req_header()));
+                    return self.answer(session, ctx, reply).await;
+                }
             }
         }
         Ok(false)
@@ -446,29 +512,31 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<()> {
         strip_spoofable(up, &self.strip);
         if let Some(id) = &ctx.identity {
-            for (name, value) in headers::identity_headers(id) {
-                up.insert_header(name, value)?;
+            for (name, value) in &headers::header_values(id).0 {
+                up.insert_header(*name, value.clone())?;
             }
-        }
-        if let Some(jwt) = ctx
-            .identity
-            .as_ref()
-            .and_then(|id| self.auth.identity_jwt.header_value(id, self.auth.clock.now()))
-        {
-            up.insert_header(headers::IDENTITY_JWT, jwt)?;
+            if let Some(jwt) = self.auth.identity_jwt.header(id, self.auth.clock.now()) {
+                up.insert_header(headers::IDENTITY_JWT, jwt)?;
+            }
         }
         if let Some(token) = &ctx.access_token {
             up.insert_header(headers::ACCESS_TOKEN, token.as_str())?;
         }
-        // Our cookies (session, CSRF, login binding) are ours alone.
-        let cookies: Vec<String> = up
+        // Our cookies (session, CSRF, sign-in state) are ours alone. A Cookie header that
+        // carries none of them (or none at all) is left as it is.
+        let rewrite = up
             .headers
             .get_all(http::header::COOKIE)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(String::from)
-            .collect();
-        if !cookies.is_empty() {
+            .any(|v| v.to_str().map_or(true, |c| self.auth.cookies.has_ours(c)));
+        if rewrite {
+            let cookies: Vec<String> = up
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(String::from)
+                .collect();
             while up.remove_header("cookie").is_some() {}
             if let Some(kept) = self.auth.cookies.strip_ours(&cookies.join("; ")) {
                 up.insert_header("Cookie", kept)?;
@@ -499,32 +567,28 @@ impl ProxyHttp for AuthProxy {
         }
         // Client-sent forwarding headers are gone (strip_spoofable); say what we know, and
         // what a trusted proxy told us.
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        let fwd = ctx.forwarded.clone().unwrap_or_default();
-        let xff = match (fwd.for_chain, peer) {
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let fwd = ctx.forwarded.as_ref();
+        let xff = match (fwd.and_then(|f| f.for_chain.as_deref()), peer) {
             (Some(chain), Some(p)) => Some(format!("{chain}, {p}")),
-            (None, Some(p)) => Some(p),
-            (chain, None) => chain,
+            (None, Some(p)) => Some(p.to_string()),
+            (chain, None) => chain.map(String::from),
         };
         if let Some(v) = xff {
             up.insert_header("X-Forwarded-For", v)?;
         }
-        let public = &self.auth.config.public_url;
-        let proto = fwd.proto.unwrap_or_else(|| public.scheme().to_string());
-        up.insert_header("X-Forwarded-Proto", proto)?;
-        let host = fwd.host.or_else(|| {
-            public.host_str().map(|h| match public.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_string(),
-            })
-        });
-        if let Some(h) = host {
-            up.insert_header("X-Forwarded-Host", h)?;
+        match fwd.and_then(|f| f.proto.as_deref()) {
+            Some(p) => up.insert_header("X-Forwarded-Proto", p)?,
+            None => up.insert_header("X-Forwarded-Proto", self.public_proto.clone())?,
         }
-        up.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        match (fwd.and_then(|f| f.host.as_deref()), &self.public_host) {
+            (Some(h), _) => up.insert_header("X-Forwarded-Host", h)?,
+            (None, Some(h)) => up.insert_header("X-Forwarded-Host", h.clone())?,
+            (None, None) => {}
+        }
+        if let Some(id) = &ctx.request_id_header {
+            up.insert_header("X-Request-Id", id.clone())?;
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
@@ -567,6 +631,9 @@ impl ProxyHttp for AuthProxy {
 
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         ctx.status = resp.status.as_u16();
+        if let Some(id) = &ctx.request_id_header {
+            resp.insert_header("X-Request-Id", id.clone())?;
+        }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             if let Some(c) = &ctx.conn {
                 let session = ctx.session_key.zip(ctx.identity.as_deref());
@@ -574,7 +641,6 @@ impl ProxyHttp for AuthProxy {
                 ctx.tunnel = Some(self.tunnels.open(session, c.clone(), stale));
             }
         }
-        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         if let Some(v) = &self.hsts {
             resp.insert_header("Strict-Transport-Security", v.as_str())?;
         }
@@ -651,41 +717,82 @@ impl ProxyHttp for AuthProxy {
         if ctx.counted {
             self.auth.metrics.request_finished(ctx.route, status);
         }
+        if !log::log_enabled!(target: web::ACCESS_TARGET, log::Level::Info) {
+            return;
+        }
         let user = ctx.identity.as_ref().map(|i| i.user_id.as_str()).unwrap_or("-");
         let ms = ctx.started.elapsed().as_millis() as u64;
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
         match self.auth.config.ops.log_format {
             LogFormat::Json => {
-                let line = json!({
-                    "method": req.method.as_str(),
-                    "path": req.uri.path(),
-                    "status": status,
-                    "duration_ms": ms,
-                    "route": ctx.route,
-                    "user": user,
-                    "request_id": ctx.request_id,
-                    "peer": peer,
-                    "error": e.map(|e| format!("{:?}", e.etype())),
-                });
-                log::info!(target: "nini_auth::access", "{line}");
+                let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+                let line = access_json(req, status, ms, ctx, user, peer, e.map(|e| e.etype()));
+                log::info!(target: web::ACCESS_TARGET, "{line}");
             }
-            LogFormat::Text => log::info!(
-                target: "nini_auth::access",
-                "{} {} {} {}ms route={} user={} request_id={}{}",
-                req.method,
-                req.uri.path(),
-                status,
-                ms,
-                ctx.route,
-                user,
-                ctx.request_id,
-                e.map(|e| format!(" error={:?}", e.etype())).unwrap_or_default(),
-            ),
+            LogFormat::Text => match e {
+                None => log::info!(
+                    target: web::ACCESS_TARGET,
+                    "{} {} {} {}ms route={} user={} request_id={}",
+                    req.method,
+                    req.uri.path(),
+                    status,
+                    ms,
+                    ctx.route,
+                    user,
+                    ctx.request_id,
+                ),
+                Some(e) => log::info!(
+                    target: web::ACCESS_TARGET,
+                    "{} {} {} {}ms route={} user={} request_id={} error={:?}",
+                    req.method,
+                    req.uri.path(),
+                    status,
+                    ms,
+                    ctx.route,
+                    user,
+                    ctx.request_id,
+                    e.etype(),
+                ),
+            },
         }
     }
+}
+
+/// The JSON access line (an object; the logger lifts its fields), rendered directly.
+fn access_json(
+    req: &RequestHeader,
+    status: u16,
+    ms: u64,
+    ctx: &Ctx,
+    user: &str,
+    peer: Option<std::net::IpAddr>,
+    error: Option<&ErrorType>,
+) -> String {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"method\":");
+    web::push_json_str(&mut out, req.method.as_str());
+    out.extend_from_slice(b",\"path\":");
+    web::push_json_str(&mut out, req.uri.path());
+    let _ = write!(out, ",\"status\":{status},\"duration_ms\":{ms},\"route\":");
+    web::push_json_str(&mut out, ctx.route);
+    out.extend_from_slice(b",\"user\":");
+    web::push_json_str(&mut out, user);
+    out.extend_from_slice(b",\"request_id\":");
+    web::push_json_str(&mut out, &ctx.request_id);
+    out.extend_from_slice(b",\"peer\":");
+    match peer {
+        Some(ip) => {
+            let _ = write!(out, "\"{ip}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"error\":");
+    match error {
+        Some(e) => web::push_json_str(&mut out, &format!("{e:?}")),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl AuthProxy {
@@ -742,7 +849,30 @@ impl AuthProxy {
 
 #[cfg(test)]
 mod tests {
-    use super::{declared_length, AmbiguousLength};
+    use super::{declared_length, request_id, AmbiguousLength};
+
+    #[test]
+    fn request_ids_are_kept_when_plain_and_fresh_ones_are_unique() {
+        assert_eq!(request_id(Some("abc-123_x.y")), "abc-123_x.y");
+        let mut seen = std::collections::HashSet::new();
+        for bad in [None, Some(""), Some("has space"), Some("ünï"), Some(&*"x".repeat(65))] {
+            let id = request_id(bad);
+            assert_eq!(id.len(), 24, "{id}");
+            assert!(
+                id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{id}"
+            );
+            assert!(seen.insert(id));
+        }
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..5000).map(|_| request_id(None)).collect::<Vec<_>>()))
+            .collect();
+        for t in threads {
+            for id in t.join().expect("thread") {
+                assert!(seen.insert(id), "ids repeat");
+            }
+        }
+    }
 
     fn headers(values: &[&str]) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();

@@ -221,6 +221,42 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
     if !raw.starts_with('/') {
         return Err(PathRejection::NotOriginForm);
     }
+    if let Some(plain) = plain_path(raw) {
+        return Ok(plain);
+    }
+    canonicalize_full(raw)
+}
+
+/// The common case, without decoding: a path of unreserved ASCII characters and single
+/// slashes, with no dot segment, is already canonical (the full algorithm would give the
+/// same, which `tests/props` checks).
+fn plain_path(raw: &str) -> Option<CanonicalPath> {
+    let bytes = raw.as_bytes();
+    if !bytes.iter().all(|&b| b == b'/' || is_unreserved(b)) {
+        return None;
+    }
+    let mut segments = raw[1..].split('/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if (seg.is_empty() && !last) || seg == "." || seg == ".." {
+            return None;
+        }
+    }
+    Some(CanonicalPath {
+        forward: raw.to_string(),
+        matching: raw.to_ascii_lowercase(),
+    })
+}
+
+/// The full canonicalisation (see `canonicalize`); public for the property tests that hold
+/// the fast path to it.
+pub fn canonicalize_full(raw: &str) -> Result<CanonicalPath, PathRejection> {
+    if raw.len() > MAX_PATH_LEN {
+        return Err(PathRejection::TooLong);
+    }
+    if !raw.starts_with('/') {
+        return Err(PathRejection::NotOriginForm);
+    }
 
     let units = decode_units(raw)?;
     let decoded: Vec<u8> = units.iter().map(|u| u.byte).collect();

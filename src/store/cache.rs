@@ -299,6 +299,7 @@ mod tests {
             follower_count: None,
             session_expires: expires,
             grant_error: None,
+            derived: Default::default(),
         })
     }
 

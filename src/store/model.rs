@@ -25,7 +25,48 @@ pub struct Identity {
     /// Set when the TikTok grant died (refresh token expired or revoked): the session no
     /// longer authenticates and `/api/auth/session` reports this next-auth error.
     pub grant_error: Option<String>,
+    /// What the layers above derive from this identity (the proxy's header values), made
+    /// once per cached copy instead of once per request.
+    pub derived: Derived,
 }
+
+/// A slot for one value derived from an `Identity` by a layer above the store (which does not
+/// know its type). Not part of the identity: compares equal, starts empty in clones.
+#[derive(Default)]
+pub struct Derived(std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Derived {
+    /// The derived value, made by `make` the first time.
+    pub fn get_or_init<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> std::sync::Arc<T> {
+        if let Some(v) = self.0.get().and_then(|v| v.clone().downcast::<T>().ok()) {
+            return v;
+        }
+        let v = std::sync::Arc::new(make());
+        // Another thread may have set it meanwhile: either value is the same derivation.
+        let _ = self.0.set(v.clone());
+        v
+    }
+}
+
+impl Clone for Derived {
+    fn clone(&self) -> Self {
+        Derived::default()
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived")
+    }
+}
+
+impl PartialEq for Derived {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Derived {}
 
 /// Profile fields read from TikTok at login.
 #[derive(Debug, Clone, Default)]

@@ -108,6 +108,7 @@ fn dummy() -> nini_auth::store::Identity {
         follower_count: None,
         session_expires: 0,
         grant_error: None,
+        derived: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! idempotent; every ASCII spelling of a protected path is protected or refused; every Unicode
 //! look-alike of one is refused.
 
-use nini_auth::proxy::paths::{canonicalize, PathRejection, ProtectedRoutes, MAX_PATH_LEN};
+use nini_auth::proxy::paths::{canonicalize, canonicalize_full, PathRejection, ProtectedRoutes, MAX_PATH_LEN};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 
@@ -114,6 +114,34 @@ fn any_input() -> impl Strategy<Value = String> {
         1 => any::<String>(),
         1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
     ]
+}
+
+/// Paths made of what the fast path accepts, and near misses: dots, empty segments, case.
+fn plain_like() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => "[a-zA-Z0-9_~-]{1,8}",
+            1 => Just(".".to_string()),
+            1 => Just("..".to_string()),
+            1 => Just("...".to_string()),
+            1 => Just(String::new()),
+            1 => "[a-z.]{1,4}",
+        ],
+        0..6,
+    )
+    .prop_map(|segments| format!("/{}", segments.join("/")))
+}
+
+#[test]
+fn the_fast_path_agrees_with_the_full_canonicalisation() {
+    check(
+        "paths::the_fast_path_agrees_with_the_full_canonicalisation",
+        prop_oneof![3 => plain_like(), 1 => any_input()],
+        |raw| {
+            prop_assert_eq!(canonicalize(&raw), canonicalize_full(&raw), "for {:?}", raw);
+            Ok(())
+        },
+    );
 }
 
 #[test]

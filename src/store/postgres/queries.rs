@@ -140,6 +140,7 @@ pub async fn identity_for(
         follower_count: r.try_get(10)?,
         session_expires: r.try_get(11)?,
         grant_error: r.try_get(12)?,
+        derived: Default::default(),
     }))
 }
 

@@ -121,6 +121,7 @@ pub fn identity_for(c: &Connection, session_hash: &str, now: i64) -> Result<Opti
                 follower_count: r.get(10)?,
                 session_expires: r.get(11)?,
                 grant_error: r.get(12)?,
+                derived: Default::default(),
             })
         })
         .optional()?)
