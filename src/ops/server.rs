@@ -443,9 +443,34 @@ impl Drop for Running {
     }
 }
 
-/// A free loopback port: bind :0, read it, release it. pingora binds inside its own runtime
-/// and cannot report an ephemeral port, so this small race is the price.
+/// A free loopback port for a server that must know its address before it listens (pingora
+/// binds inside its own runtime and cannot report an ephemeral port).
+///
+/// Taken below the kernel's ephemeral range when there is room: a port from `:0` is also
+/// what an outgoing connection may be given as its local port in the moment between release
+/// and listen, and a busy test process makes many. Tried from a per-process moving start so
+/// that servers started together do not try the same ports.
 pub fn free_port() -> std::io::Result<SocketAddr> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    // Room for 8192 ports just below the range, above the well-known and common ones.
+    if low >= 8192 + 10_000 {
+        let span = 8192;
+        let base = low - span;
+        let seed = std::process::id().wrapping_mul(2_654_435_761) % span;
+        for _ in 0..64 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = base + (seed + n.wrapping_mul(97)) % span;
+            let Ok(port) = u16::try_from(port) else { continue };
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                return l.local_addr();
+            }
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     l.local_addr()
 }

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod forwarded;
 pub mod paths;
 pub mod tunnels;
+pub mod upgrade;
 
 use crate::auth::{self, headers, pages, Auth};
 use crate::config::LogFormat;
@@ -40,6 +41,7 @@ pub struct AuthProxy {
     hsts: Option<String>,
     /// Upgraded connections by session.
     pub tunnels: Arc<tunnels::Tunnels>,
+    upgrades: upgrade::Upgrades,
     /// pingora's own keep-alive read timeout: just above ours (`proxy::conn` decides),
     /// None when keep-alive is off.
     keepalive: Option<u64>,
@@ -112,6 +114,7 @@ impl AuthProxy {
             public_proto,
             public_host,
             tunnels: tunnels::Tunnels::new(auth.clone()),
+            upgrades: upgrade::Upgrades::new(),
             keepalive,
             protected: paths::ProtectedRoutes::new(&auth.config.protected),
             sync_path: auth.config.sync.path.to_ascii_lowercase(),
@@ -496,6 +499,9 @@ impl ProxyHttp for AuthProxy {
                     return self.answer(session, ctx, reply).await;
                 }
             }
+        }
+        if upgrade::is_upgrade(session) {
+            return self.relay_upgrade(session, ctx).await;
         }
         Ok(false)
     }

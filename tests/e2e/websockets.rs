@@ -1,6 +1,8 @@
 //! WebSockets end with their session: sign-out (this device, everywhere), a dead grant,
 //! TikTok's deauthorization; and with `server.websocket_max_lifetime`. Frames are not a
 //! request body. (The same across replicas: `replicas::websockets_close_on_every_replica`.)
+//! Every handshake holds against a fast upstream, an idle socket outlives the upstream read
+//! timeout, and an upgrade the upstream refuses is an ordinary answer.
 
 use std::time::{Duration, Instant};
 
@@ -198,4 +200,76 @@ async fn websocket_frames_are_not_a_request_body() {
         let msg = format!("{i:03}{}", "x".repeat(397));
         assert!(echoes(&mut ws, &msg).await, "message {i}");
     }
+}
+
+/// Sockets opened one after another against an upstream that answers at once (on a pooled
+/// connection) all get their
+/// greeting. pingora's own proxy loop tore about one in twenty down right after the `101`
+/// (cloudflare/pingora#946); `proxy::upgrade` relays upgrades itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_websocket_handshake_holds() {
+    let env = TestEnv::start().await;
+    let (_, session, _) = signed_in(&env).await;
+    let http = reqwest::Client::new();
+    for i in 0..150 {
+        // A plain request first leaves a pooled upstream connection for the handshake: its
+        // `101` then comes back before pingora's loop has taken the request's end.
+        let plain = http.get(env.url("/plain")).send().await.expect("plain request");
+        assert_eq!(plain.status(), 200);
+        let (path, cookie) = if i % 2 == 0 {
+            ("/dashboard/ws", Some(session.as_str()))
+        } else {
+            ("/ws", None)
+        };
+        let mut ws = open_ws(&env.url(""), path, cookie).await;
+        assert!(echoes(&mut ws, &format!("message {i}")).await, "socket {i}");
+    }
+    assert_eq!(
+        env.sidecar()
+            .auth
+            .metrics
+            .tunnels_closed
+            .with_label_values(&["session_ended"])
+            .get(),
+        0
+    );
+}
+
+/// A WebSocket with no traffic is normal: the upstream read timeout is for answers, not for
+/// tunnels (pingora's loop applied it to both).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_websocket_outlives_the_upstream_read_timeout() {
+    let env = TestEnv::builder()
+        .raw(|r| r.upstream.read_timeout = "1s".into())
+        .start()
+        .await;
+    let (_, session, _) = signed_in(&env).await;
+    let mut ws = open_ws(&env.url(""), "/dashboard/ws", Some(&session)).await;
+    // Idle on purpose, past the timeout: the time is the behaviour under test.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(echoes(&mut ws, "still here").await);
+}
+
+/// An upgrade request the upstream answers without switching protocols gets that answer,
+/// body and all, through the same filters as any request: spoofed identity headers never
+/// reach the upstream, the answer carries our request id.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_the_upstream_refuses_is_an_ordinary_answer() {
+    let env = TestEnv::start().await;
+    let resp = reqwest::Client::new()
+        .get(env.url("/not-a-socket"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("x-nini-user-id", "forged")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let echo: serde_json::Value = resp.json().await.expect("the app's JSON echo");
+    assert_eq!(echo["path"], "/not-a-socket");
+    assert!(upstream_header(&echo, "x-nini-user-id").is_empty(), "{echo}");
+    assert_eq!(upstream_header(&echo, "upgrade"), vec!["websocket".to_string()]);
 }
