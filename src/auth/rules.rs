@@ -50,11 +50,11 @@ pub fn admits(rule: &RouteRule, id: &Identity) -> bool {
         return true;
     }
     let listed = rule.open_ids.is_empty() && rule.usernames.is_empty()
-        || rule.open_ids.iter().any(|o| *o == id.open_id)
-        || id.username.as_deref().is_some_and(|u| {
-            let u = u.trim_start_matches('@').to_lowercase();
-            rule.usernames.iter().any(|x| *x == u)
-        });
+        || rule.open_ids.contains(&id.open_id)
+        || id
+            .username
+            .as_deref()
+            .is_some_and(|u| rule.usernames.contains(&u.trim_start_matches('@').to_lowercase()));
     let verified = !rule.verified || id.verified;
     // Unknown (never synced, or the scope was not granted) counts as too few.
     let followers = rule
