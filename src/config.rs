@@ -14,6 +14,7 @@
 
 mod describe;
 mod raw;
+pub mod route_rules;
 mod sections;
 mod types;
 
@@ -21,6 +22,7 @@ pub use raw::{
     RawAdmin, RawConfig, RawHeaders, RawIdentity, RawLimits, RawLog, RawRoutes, RawSecrets, RawServer, RawSession,
     RawStorage, RawSync, RawTikTok, RawUpstream,
 };
+pub use route_rules::{RawRouteRule, RouteRule};
 pub use sections::{format_duration, parse_duration};
 pub use types::{
     origin_of, Cidr, Config, Database, IdentityConfig, LimitsConfig, LogFormat, OpsConfig, PgUrl, Pkce, Secret,
@@ -194,6 +196,11 @@ pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
             continue;
         };
         for (k, v) in keys {
+            // Rules are an array of tables: their keys are checked one by one, by index.
+            if section == "routes" && k == "rules" {
+                p.0.extend(route_rules::check_keys(v));
+                continue;
+            }
             let mut single = toml::Table::new();
             single.insert(k.clone(), v.clone());
             if let Err(e) = check(toml::Value::Table(single)) {
@@ -457,6 +464,9 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
         }
     }
 
+    let (route_rules, rule_problems) = route_rules::validate(&routes.rules, &tiktok.scopes);
+    p.0.extend(rule_problems);
+
     let sync_cfg = sync_config(&mut p, sync);
     let identity_ttl = duration(&mut p, "identity.ttl", &identity.ttl);
     if identity_ttl.is_some_and(|d| d < Duration::from_secs(10) || d > Duration::from_secs(300)) {
@@ -543,6 +553,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, policy: SecretsPolicy) -> Result<
             refresh_margin,
             keys,
             protected: routes.protected,
+            route_rules,
             sync,
             ops,
             identity: IdentityConfig {

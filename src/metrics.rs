@@ -65,6 +65,8 @@ pub struct Metrics {
     pub tunnels_closed: IntCounterVec,
     /// Sessions users ended from their devices list, by scope: `one`, `others`, `current`.
     pub device_revocations: IntCounterVec,
+    /// Signed-in requests a `[[routes.rules]]` rule refused (403), by rule name.
+    pub route_denials: IntCounterVec,
 }
 
 /// `nini_auth_connections_closed_total{reason}`, prebuilt per reason.
@@ -208,6 +210,11 @@ impl Metrics {
         for scope in ["one", "others", "current"] {
             device_revocations.with_label_values(&[scope]);
         }
+        let route_denials = counter(
+            "nini_auth_route_denials_total",
+            "Signed-in requests refused with 403 by a [[routes.rules]] rule (proxy and /api/auth/verify), by rule name.",
+            &["rule"],
+        );
         let connections_open = IntGauge::new("nini_auth_connections_open", "Client connections open now.")
             .unwrap_or_else(|e| panic!("metric: {e}"));
         let tunnels_open = IntGauge::new(
@@ -277,6 +284,7 @@ impl Metrics {
             tunnels_open,
             tunnels_closed,
             device_revocations,
+            route_denials,
         }
     }
 

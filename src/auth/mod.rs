@@ -8,7 +8,8 @@
 //! surface and pages), `verify` (forward-auth), `csrf`,
 //! `cookies`, `headers` (identity headers: which are stripped, which injected), `redirect`
 //! (the one redirect validator), `pages` (es/en HTML), `jwt` (signed
-//! identity), `error` (the request-path error type).
+//! identity), `rules` (per-route authorization, `[[routes.rules]]`), `error` (the
+//! request-path error type).
 
 pub mod cookies;
 pub mod csrf;
@@ -19,6 +20,7 @@ pub mod jwt;
 pub mod nextauth;
 pub mod pages;
 pub mod redirect;
+pub mod rules;
 pub mod signin;
 pub mod signout;
 pub mod verify;
@@ -60,6 +62,8 @@ pub struct Auth {
     pub tiktok: TikTokClient,
     pub cookies: CookieNames,
     pub identity_jwt: jwt::IdentitySigner,
+    /// `[[routes.rules]]`, compiled: who may enter which prefix.
+    pub rules: rules::RouteRules,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
 }
@@ -112,6 +116,7 @@ impl Auth {
         Ok(Auth {
             cookies: CookieNames::new(config.secure_cookies()),
             identity_jwt: jwt::IdentitySigner::new(&config),
+            rules: rules::RouteRules::new(&config.route_rules, &metrics),
             origin,
             store,
             sessions,

@@ -318,6 +318,45 @@ pub fn error(lang: Lang, code: &str, request_id: &str, retry_url: &str, home: &s
     page(lang, t.error_title, &body)
 }
 
+/// The 403 page of a `[[routes.rules]]` denial: who is signed in, a way to sign in with
+/// another account (`switch_account`: the sign-out page, which then goes to sign-in) and home,
+/// with the request id.
+pub fn forbidden(lang: Lang, who: &str, request_id: &str, switch_account: &str, home: &str) -> String {
+    let (title, lead, signed_in_as, switch, home_label) = match lang {
+        Lang::Es => (
+            "No tienes acceso a esta página",
+            "Tu cuenta de TikTok no tiene permiso para entrar aquí. Si tienes otra cuenta con acceso, \
+             inicia sesión con ella.",
+            "Sesión iniciada como",
+            "Iniciar sesión con otra cuenta",
+            ES.home,
+        ),
+        Lang::En => (
+            "You can't open this page",
+            "Your TikTok account is not allowed in here. If you have another account with access, sign in \
+             with it.",
+            "Signed in as",
+            "Sign in with another account",
+            EN.home,
+        ),
+    };
+    let t = text(lang);
+    let body = format!(
+        "<div class=\"logo\">NINI</div><h1>{title}</h1>\
+         <div class=\"error\" role=\"alert\" data-error=\"Forbidden\">{lead}</div>\
+         <p>{signed_in_as} <b id=\"who\">{}</b></p>\
+         <a class=\"btn tiktok\" id=\"switch-account\" href=\"{}\">{switch}</a>\
+         <a class=\"btn secondary\" id=\"home\" href=\"{}\">{home_label}</a>\
+         <p class=\"rid\">{}: <span id=\"request-id\">{}</span></p>",
+        escape(who),
+        escape(switch_account),
+        escape(home),
+        t.request_id,
+        escape(request_id),
+    );
+    page(lang, title, &body)
+}
+
 /// What the devices page shows.
 pub struct DevicesView<'a> {
     /// The clock's now (unix seconds), for "3 min ago".

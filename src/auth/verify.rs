@@ -1,6 +1,7 @@
 //! Forward-auth: `/api/auth/verify` for nginx `auth_request`, Traefik `forwardAuth` and
 //! Envoy `ext_authz` — a 2xx with the identity headers for a live session, 401 otherwise,
-//! never a redirect (the calling proxy decides what to do with a 401).
+//! 403 when a `[[routes.rules]]` rule refuses the user on the original path; never a
+//! redirect (the calling proxy decides what to do with a 401 or 403).
 
 use serde_json::json;
 
@@ -27,13 +28,23 @@ pub fn verify_suffix(raw_path: &str) -> Option<Option<&str>> {
 /// Envoy's HTTP ext_authz allows only 200. A trusted proxy's original URI only shapes the
 /// sign-in link offered in `X-Auth-Request-Redirect`; it never decides whether a session is
 /// required.
-pub async fn verify(auth: &Auth, req: &Request, envoy: bool) -> Reply {
+///
+/// Rules are judged on the original path: Envoy's path suffix (`envoy_suffix`), else a
+/// trusted proxy's `X-Original-URI` / `X-Forwarded-Uri`. When neither is known, the user must
+/// meet every rule (see `RouteRules::refusing_original`).
+pub async fn verify(auth: &Auth, req: &Request, envoy_suffix: Option<&str>) -> Reply {
+    let envoy = envoy_suffix.is_some();
     let id = match auth.signed_in(req).await {
         Ok(id) => id,
         Err(e) => return unavailable(req, &e),
     };
     match id {
         Some(id) => {
+            let original = envoy_suffix.or(req.forwarded_uri.as_deref());
+            if let Some(rule) = auth.rules.refusing_original(original, &id) {
+                super::rules::note_denial(rule, &id, original.unwrap_or("(unknown path)"), &req.request_id);
+                return Reply::json(403, &json!({ "error": "forbidden", "requestId": req.request_id }));
+            }
             let status = if envoy { 200 } else { 202 };
             let mut reply = Reply::new(status, "text/plain; charset=utf-8", bytes::Bytes::new()).no_store();
             for (name, value) in super::headers::identity_headers(&id) {

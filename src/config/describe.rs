@@ -120,6 +120,29 @@ impl Config {
 
         t.section("routes");
         t.list("protected", &self.protected);
+        if self.route_rules.is_empty() {
+            t.comment("rules: none (every signed-in user may enter every protected path)");
+        }
+        for (i, r) in self.route_rules.iter().enumerate() {
+            t.0.push_str(&format!("\n# routes.rules[{i}]: first match wins\n[[routes.rules]]\n"));
+            t.str("name", &r.name);
+            t.str("prefix", &r.prefix);
+            if r.signed_in_only {
+                t.raw("signed_in", true);
+            }
+            if r.verified {
+                t.raw("verified", true);
+            }
+            if !r.open_ids.is_empty() {
+                t.list("open_ids", &r.open_ids);
+            }
+            if !r.usernames.is_empty() {
+                t.list("usernames", &r.usernames);
+            }
+            if let Some(n) = r.min_followers {
+                t.raw("min_followers", n);
+            }
+        }
 
         t.section("sync");
         t.str("path", &self.sync.path);
@@ -178,11 +201,38 @@ mod tests {
         let mut raw = RawConfig::default();
         raw.server.public_url = "https://app.example.com".into();
         raw.server.trusted_proxies = vec!["10.0.0.0/8".into()];
+        raw.tiktok.scopes = vec![
+            "user.info.basic".into(),
+            "user.info.profile".into(),
+            "user.info.stats".into(),
+        ];
+        raw.routes.rules = vec![
+            crate::config::RawRouteRule {
+                name: Some("team".into()),
+                prefix: Some("/admin".into()),
+                open_ids: Some(vec!["oid-1".into(), "oid-2".into()]),
+                usernames: Some(vec!["@Nini".into()]),
+                ..Default::default()
+            },
+            crate::config::RawRouteRule {
+                prefix: Some("/creators".into()),
+                verified: Some(true),
+                min_followers: Some(1000),
+                ..Default::default()
+            },
+            crate::config::RawRouteRule {
+                prefix: Some("/help".into()),
+                signed_in: Some(true),
+                ..Default::default()
+            },
+        ];
         let cfg = validate(raw, &env, SecretsPolicy::Required).expect("valid");
         let text = cfg.describe();
         assert!(!text.contains("very-secret") && !text.contains(&key), "{text}");
         assert_eq!(text.matches("[server]").count(), 1);
         assert!(text.contains("[identity]") && text.contains("hsts_max_age = \"365d\""));
+        assert_eq!(text.matches("[[routes.rules]]").count(), 3, "{text}");
+        assert!(text.contains("usernames = [\"nini\"]") && text.contains("min_followers = 1000"));
         let back = parse(&text).expect("describe output parses as config");
         let again = validate(back, &env, SecretsPolicy::Required).expect("and validates");
         assert_eq!(again.describe(), text, "round trip");

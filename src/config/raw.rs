@@ -161,12 +161,15 @@ pub struct RawSecrets {
 #[serde(deny_unknown_fields, default)]
 pub struct RawRoutes {
     pub protected: Vec<String>,
+    /// `[[routes.rules]]`, in file order (see `route_rules`).
+    pub rules: Vec<super::route_rules::RawRouteRule>,
 }
 
 impl Default for RawRoutes {
     fn default() -> Self {
         RawRoutes {
             protected: vec!["/dashboard".into(), "/profile".into(), "/api/user".into()],
+            rules: Vec::new(),
         }
     }
 }

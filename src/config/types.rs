@@ -301,6 +301,8 @@ pub struct Config {
     pub refresh_margin: Duration,
     pub keys: KeyRing,
     pub protected: Vec<String>,
+    /// `[[routes.rules]]`: who may enter which prefix, first match wins (`auth::rules`).
+    pub route_rules: Vec<super::RouteRule>,
     pub sync: SyncConfig,
     pub ops: OpsConfig,
     pub identity: IdentityConfig,

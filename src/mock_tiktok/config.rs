@@ -11,6 +11,8 @@ pub const DEMO_CLIENT_KEY: &str = "mock-client-key";
 pub const DEMO_CLIENT_SECRET: &str = "mock-client-secret";
 /// `open_id` of the single user configured by [`MockConfig::demo`].
 pub const DEMO_OPEN_ID: &str = "7c1f3a52-9d4e-4b8a-a6f0-3e2d5c8b9a14";
+/// `open_id` of the second user of [`MockUser::demo_team`] (Diego, on the NINI team).
+pub const DEMO_TEAM_OPEN_ID: &str = "0b7d4e2a-5c1f-4a9e-8d3b-6f2e1c9a7b54";
 
 /// Scope names the authorize endpoint recognises at all (approved or not).
 pub const KNOWN_SCOPES: &[&str] = &[
@@ -270,6 +272,57 @@ impl MockUser {
             video_count: 6,
             videos,
         }
+    }
+
+    /// The `nini-auth demo` accounts: María José (the [`MockUser::demo`] user, verified, her
+    /// videos titled), first so the consent page selects her, and Diego Ramírez
+    /// ([`DEMO_TEAM_OPEN_ID`]): on the NINI team, not verified, a small audience, four videos.
+    pub fn demo_team() -> Vec<Self> {
+        let now = real_now();
+        let mut maria = Self::demo();
+        let titles = [
+            "Tacos al pastor en 60 segundos 🌮",
+            "Un día en CDMX ✈️",
+            "Mi setup para programar",
+            "Probando el metro de Tokio",
+            "Receta: salsa verde",
+            "Q&A: ¿cómo empecé?",
+        ];
+        for (v, t) in maria.videos.iter_mut().zip(titles) {
+            v.title = t.to_owned();
+            v.view_count = v.view_count * 37 + 4_210;
+        }
+        let diego_titles = [
+            "Primer video en NINI",
+            "Cómo edito mis clips",
+            "Café de especialidad ☕",
+            "Vlog: hackathon",
+        ];
+        let videos = diego_titles
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut v = MockVideo::generated("diegoramirez", i as u64, now - (i as i64 * 2 + 1) * 86_400);
+                v.title = (*t).to_owned();
+                v
+            })
+            .collect();
+        let diego = Self {
+            open_id: DEMO_TEAM_OPEN_ID.to_owned(),
+            union_id: "e2c4a7f1-3b9d-4f6e-8a1c-5d7b9e2f4a60".to_owned(),
+            display_name: "Diego Ramírez".to_owned(),
+            username: "diegoramirez".to_owned(),
+            avatar_url: None,
+            bio_description: "Equipo NINI · café y código".to_owned(),
+            is_verified: false,
+            profile_deep_link: "https://vm.tiktok.com/ZMdiegoramirez/".to_owned(),
+            follower_count: 870,
+            following_count: 221,
+            likes_count: 9_420,
+            video_count: 4,
+            videos,
+        };
+        vec![maria, diego]
     }
 
     /// A minimal user with `count` public videos one hour apart, newest one hour before now.

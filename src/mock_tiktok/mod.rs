@@ -36,7 +36,7 @@ use serde::Serialize;
 
 pub use config::{
     Lifetimes, MockClient, MockConfig, MockUser, MockVideo, PkceMode, Rotation, ScopeErrorCode, DEMO_CLIENT_KEY,
-    DEMO_CLIENT_SECRET, DEMO_OPEN_ID, KNOWN_SCOPES,
+    DEMO_CLIENT_SECRET, DEMO_OPEN_ID, DEMO_TEAM_OPEN_ID, KNOWN_SCOPES,
 };
 
 use server::Inner;

@@ -403,7 +403,7 @@ impl ProxyHttp for AuthProxy {
                 None,
                 Bytes::new(),
             );
-            let reply = auth::verify::verify(app, &wreq, suffix.is_some()).await;
+            let reply = auth::verify::verify(app, &wreq, suffix).await;
             return self.answer(session, ctx, reply).await;
         }
         let canonical = if req.raw_path_is_utf8() {
@@ -480,11 +480,21 @@ impl ProxyHttp for AuthProxy {
             Some(q) => format!("{}?{q}", canonical.forward),
             None => canonical.forward.clone(),
         };
-        let protected = self.protected.is_protected(&canonical);
+        // A path a [[routes.rules]] rule matches needs a session too (auth::rules).
+        let rule = app.rules.first_match(&canonical);
+        let protected = rule.is_some() || self.protected.is_protected(&canonical);
         ctx.route = if protected { "protected" } else { "public" };
         if ctx.identity.is_none() && protected {
             let reply = unauthenticated(app, navigation, &path_and_query());
             return self.answer(session, ctx, reply).await;
+        }
+        if let (Some(rule), Some(id)) = (rule, ctx.identity.as_deref()) {
+            if !rule.admits(id) {
+                auth::rules::note_denial(rule, id, &canonical.forward, &ctx.request_id);
+                let origin = app.config.origin();
+                let reply = auth::rules::forbidden(&origin, navigation, lang, id, &canonical.forward, &ctx.request_id);
+                return self.answer(session, ctx, reply).await;
+            }
         }
 
         // The upstream gets exactly the path the decision was made on (already so for an

@@ -27,6 +27,8 @@ mod paths;
 mod storage;
 // Sign-out: revoke, cookie death, CSRF.
 mod signout;
+// Per-route authorization: [[routes.rules]] in the proxy and /api/auth/verify, 403 es/en/JSON.
+mod rules;
 // Your devices: the sessions list, ending one or all others, the es/en page.
 mod devices;
 // next-auth REST surface: csrf, providers, session, JSON redirects.
