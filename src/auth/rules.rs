@@ -177,6 +177,7 @@ mod tests {
             follower_count: followers,
             session_expires: i64::MAX,
             grant_error: None,
+            derived: Default::default(),
         }
     }
 

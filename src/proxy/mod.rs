@@ -492,7 +492,14 @@ impl ProxyHttp for AuthProxy {
             if !rule.admits(id) {
                 auth::rules::note_denial(rule, id, &canonical.forward, &ctx.request_id);
                 let origin = app.config.origin();
-                let reply = auth::rules::forbidden(&origin, navigation, lang, id, &canonical.forward, &ctx.request_id);
+                let reply = auth::rules::forbidden(
+                    &origin,
+                    navigation,
+                    lang_of(session.req_header()),
+                    id,
+                    &canonical.forward,
+                    &ctx.request_id,
+                );
                 return self.answer(session, ctx, reply).await;
             }
         }
