@@ -7,5 +7,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    nini_auth::cli::main()
+    let code = nini_auth::cli::main();
+    // Whatever the command, the lines it logged last are written before the process ends.
+    nini_auth::ops::logging::drain();
+    code
 }

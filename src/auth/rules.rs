@@ -1,7 +1,11 @@
 //! Per-route authorization: `[[routes.rules]]` decide which signed-in users may enter a path
-//! prefix. Pure evaluation on the canonical path (the same matching as `routes.protected`:
-//! a case-insensitive string-prefix test, NFKC forms included), first match wins; a path no
-//! rule matches is left to `routes.protected`. A path a rule matches always needs a session.
+//! prefix. Pure evaluation on the canonical path (the same case-insensitive matching as
+//! `routes.protected`, NFKC forms included). A rule's prefix covers itself and what lies below
+//! it (`/admin`: `/admin`, `/admin/x`); of those, the first rule in order decides. A prefix
+//! that a path merely starts with (`/admin` for `/admin.` or `/administrator`) still binds:
+//! the user must meet every such rule as well, so an earlier, looser rule for `/admin/help`
+//! never opens `/admin/helpdesk`. A path no rule matches is left to `routes.protected`. A
+//! path any rule matches needs a session. A trailing `/` in a prefix is ignored.
 //!
 //! Within a rule: the user must be named by `open_ids` or `usernames` (when either is set) and
 //! must meet every other requirement set (`verified`, `min_followers`). `signed_in = true`
@@ -17,7 +21,7 @@ use super::pages::{self, Lang};
 use super::BASE;
 use crate::config::RouteRule;
 use crate::metrics::Metrics;
-use crate::proxy::paths::{canonicalize, CanonicalPath, ProtectedRoutes};
+use crate::proxy::paths::{canonicalize, CanonicalPath, PrefixMatch, ProtectedRoutes};
 use crate::store::Identity;
 use crate::web::Reply;
 
@@ -63,6 +67,16 @@ pub fn admits(rule: &RouteRule, id: &Identity) -> bool {
     listed && verified && followers
 }
 
+/// A rule's prefix without a trailing `/` (`/admin/` covers `/admin` too); `/` stays.
+fn normalized_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    }
+}
+
 /// Every configured rule, in order.
 pub struct RouteRules {
     rules: Vec<Rule>,
@@ -75,7 +89,7 @@ impl RouteRules {
             rules: rules
                 .iter()
                 .map(|r| Rule {
-                    matcher: ProtectedRoutes::new(std::slice::from_ref(&r.prefix)),
+                    matcher: ProtectedRoutes::new(&[normalized_prefix(&r.prefix)]),
                     denials: metrics.route_denials.with_label_values(&[r.name.as_str()]),
                     rule: r.clone(),
                 })
@@ -87,14 +101,26 @@ impl RouteRules {
         self.rules.is_empty()
     }
 
-    /// The first rule whose prefix matches the path, if any.
-    pub fn first_match(&self, path: &CanonicalPath) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matcher.is_protected(path))
+    /// Whether any rule covers the path (it then needs a session).
+    pub fn covers(&self, path: &CanonicalPath) -> bool {
+        self.rules.iter().any(|r| r.matcher.match_kind(path).is_some())
     }
 
-    /// The rule that refuses `id` on `path`, if one does.
+    /// The rule that refuses `id` on `path`, if one does: the first rule covering the path at
+    /// a segment boundary decides, and every rule the path merely starts with binds too.
     pub fn refusing(&self, path: &CanonicalPath, id: &Identity) -> Option<&Rule> {
-        self.first_match(path).filter(|r| !r.admits(id))
+        let mut decided = false;
+        for r in &self.rules {
+            let binds = match r.matcher.match_kind(path) {
+                Some(PrefixMatch::Boundary) => !std::mem::replace(&mut decided, true),
+                Some(PrefixMatch::Loose) => true,
+                None => false,
+            };
+            if binds && !r.admits(id) {
+                return Some(r);
+            }
+        }
+        None
     }
 
     /// Forward-auth: the rule that refuses `id` on the original request, if one does. The
@@ -253,11 +279,11 @@ mod tests {
         );
         let nobody = identity("x", None, false, None);
         let boss = identity("boss", None, false, None);
-        assert_eq!(
-            rules.first_match(&path("/admin/help/faq")).map(Rule::name),
-            Some("/admin/help")
-        );
+        assert!(rules.covers(&path("/admin/help/faq")));
         assert!(rules.refusing(&path("/admin/help/faq"), &nobody).is_none());
+        assert!(rules.refusing(&path("/admin/help"), &nobody).is_none());
+        // The looser rule's prefix is a string prefix of these, not a segment of them: the
+        // /admin rule decides.
         for p in [
             "/admin",
             "/ADMIN/x",
@@ -265,15 +291,37 @@ mod tests {
             "/public/../admin",
             "/%61dmin",
             "/adminx",
+            "/admin.",
+            "/admin/helpdesk",
+            "/admin/help-internal",
+            "/admin/help.",
         ] {
             assert_eq!(rules.refusing(&path(p), &nobody).map(Rule::name), Some("/admin"), "{p}");
             assert!(rules.refusing(&path(p), &boss).is_none(), "{p}");
         }
-        assert!(rules.first_match(&path("/public")).is_none());
+        assert!(!rules.covers(&path("/public")));
         assert_eq!(
             rules.refusing(&path("/creators/x"), &boss).map(Rule::name),
             Some("/creators")
         );
+    }
+
+    #[test]
+    fn a_trailing_slash_in_a_prefix_still_covers_the_prefix_itself() {
+        let metrics = Metrics::new();
+        let rules = RouteRules::new(
+            &[RouteRule {
+                open_ids: vec!["boss".into()],
+                ..rule("/admin/")
+            }],
+            &metrics,
+        );
+        let nobody = identity("x", None, false, None);
+        for p in ["/admin", "/admin/", "/admin/x", "/administrator"] {
+            assert!(rules.covers(&path(p)), "{p}");
+            assert!(rules.refusing(&path(p), &nobody).is_some(), "{p}");
+        }
+        assert!(!rules.covers(&path("/adm")));
     }
 
     #[test]

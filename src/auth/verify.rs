@@ -42,7 +42,9 @@ pub async fn verify(auth: &Auth, req: &Request, envoy_suffix: Option<&str>) -> R
         Some(id) => {
             let original = envoy_suffix.or(req.forwarded_uri.as_deref());
             if let Some(rule) = auth.rules.refusing_original(original, &id) {
-                super::rules::note_denial(rule, &id, original.unwrap_or("(unknown path)"), &req.request_id);
+                // The path only: a query may carry anything (the README promises none is logged).
+                let path = original.map_or("(unknown path)", |o| o.split(['?', '#']).next().unwrap_or(o));
+                super::rules::note_denial(rule, &id, path, &req.request_id);
                 return Reply::json(403, &json!({ "error": "forbidden", "requestId": req.request_id }));
             }
             let status = if envoy { 200 } else { 202 };

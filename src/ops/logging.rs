@@ -1,5 +1,5 @@
-//! Logging: `RUST_LOG` filters (env_filter), text or one JSON object per line, formatted on
-//! the logging thread and written to stderr by a thread of its own through a bounded queue.
+//! Logging: `RUST_LOG` filters (env_filter), text or one JSON object per line, formatted by
+//! the thread that logs and written to stderr by a thread of its own through a bounded queue.
 //! A request never waits on the log: when stderr stalls (a full pipe nobody reads) lines are
 //! dropped and counted (`nini_auth_log_dropped_total`) instead of stopping every worker that
 //! logs. Under load the writer drains the queue in batches on its own schedule, so logging a

@@ -121,6 +121,12 @@ impl Control {
         self.killed.load(Ordering::SeqCst)
     }
 
+    /// Resolves once the connection is killed. For the task that also reads the connection
+    /// (one waker slot: both register the same task's waker).
+    pub async fn killed(&self) {
+        std::future::poll_fn(|cx| if self.park(cx) { Poll::Ready(()) } else { Poll::Pending }).await
+    }
+
     /// Remembers who to wake on `kill`; true if the connection was killed meanwhile. The
     /// waker is stored before `killed` is read, so a `kill` in between is never missed.
     fn park(&self, cx: &Context<'_>) -> bool {

@@ -36,9 +36,14 @@ impl Forwarded {
         let proto = get("x-forwarded-proto").filter(|v| *v == "http" || *v == "https");
         let host = get("x-forwarded-host")
             .filter(|v| v.len() <= 255 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
-        let uri = get("x-original-uri")
-            .or_else(|| get("x-forwarded-uri"))
-            .filter(|v| v.starts_with('/') && v.len() <= 8192 && v.bytes().all(|b| b.is_ascii_graphic()));
+        // nginx sets X-Original-URI, Traefik X-Forwarded-Uri, and each passes the other on from
+        // the client untouched: two values that disagree mean one came from the client, and
+        // neither is believed (the path is then unknown: every route rule applies).
+        let uri = match (get("x-original-uri"), get("x-forwarded-uri")) {
+            (Some(a), Some(b)) if a != b => None,
+            (a, b) => a.or(b),
+        }
+        .filter(|v| v.starts_with('/') && v.len() <= 8192 && v.bytes().all(|b| b.is_ascii_graphic()));
         Forwarded {
             for_chain: for_chain.map(String::from),
             proto: proto.map(String::from),

@@ -406,7 +406,9 @@ impl ProxyHttp for AuthProxy {
             let reply = auth::verify::verify(app, &wreq, suffix).await;
             return self.answer(session, ctx, reply).await;
         }
-        let canonical = if req.raw_path_is_utf8() {
+        let canonical = if !paths::is_routable_target(req.raw_path()) {
+            Err(paths::PathRejection::NotOriginForm)
+        } else if req.raw_path_is_utf8() {
             paths::canonicalize(req.uri.path())
         } else {
             Err(paths::PathRejection::InvalidUtf8)
@@ -481,15 +483,14 @@ impl ProxyHttp for AuthProxy {
             None => canonical.forward.clone(),
         };
         // A path a [[routes.rules]] rule matches needs a session too (auth::rules).
-        let rule = app.rules.first_match(&canonical);
-        let protected = rule.is_some() || self.protected.is_protected(&canonical);
+        let protected = self.protected.is_protected(&canonical) || app.rules.covers(&canonical);
         ctx.route = if protected { "protected" } else { "public" };
         if ctx.identity.is_none() && protected {
             let reply = unauthenticated(app, navigation, &path_and_query());
             return self.answer(session, ctx, reply).await;
         }
-        if let (Some(rule), Some(id)) = (rule, ctx.identity.as_deref()) {
-            if !rule.admits(id) {
+        if let Some(id) = ctx.identity.as_deref() {
+            if let Some(rule) = app.rules.refusing(&canonical, id) {
                 auth::rules::note_denial(rule, id, &canonical.forward, &ctx.request_id);
                 let origin = app.config.origin();
                 let reply = auth::rules::forbidden(
@@ -506,8 +507,7 @@ impl ProxyHttp for AuthProxy {
 
         // The upstream gets exactly the path the decision was made on (already so for an
         // origin-form request whose path was canonical).
-        let uri = &session.req_header().uri;
-        let unchanged = uri.scheme().is_none() && uri.authority().is_none() && uri.path() == canonical.forward;
+        let unchanged = paths::target_is(session.req_header().raw_path(), &canonical.forward, query.as_deref());
         if !unchanged {
             match path_and_query().parse::<http::Uri>() {
                 Ok(uri) => session.req_header_mut().set_uri(uri),

@@ -213,6 +213,30 @@ fn nfkc_matching(matching: &str) -> Option<String> {
     (folded != matching).then_some(folded)
 }
 
+/// Whether a request-target as received is one we route: origin-form (`/path?query`) or
+/// absolute-form with an http(s) scheme. pingora accepts others (`GET dashboard`, `GET *x`,
+/// `GET foo:bar`), records them as `/` and would send the original bytes upstream, so a
+/// decision made on `/` would let an upstream that reads `dashboard` as `/dashboard` serve it.
+pub fn is_routable_target(raw: &[u8]) -> bool {
+    let starts = |prefix: &[u8]| raw.len() >= prefix.len() && raw[..prefix.len()].eq_ignore_ascii_case(prefix);
+    raw.first() == Some(&b'/') || starts(b"http://") || starts(b"https://")
+}
+
+/// Whether the target as received is exactly `path` plus `?query`, so the upstream can be
+/// sent the bytes pingora holds without rebuilding the URI.
+pub fn target_is(raw: &[u8], path: &str, query: Option<&str>) -> bool {
+    let path = path.as_bytes();
+    match query {
+        None => raw == path,
+        Some(q) => {
+            raw.len() == path.len() + 1 + q.len()
+                && raw.starts_with(path)
+                && raw[path.len()] == b'?'
+                && raw.ends_with(q.as_bytes())
+        }
+    }
+}
+
 /// Canonicalises `raw`, the request-target's path component exactly as received (no query).
 pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathRejection> {
     if raw.len() > MAX_PATH_LEN {
@@ -481,6 +505,37 @@ impl ProtectedRoutes {
         let hit = |m: &str| self.prefixes.iter().any(|p| m.starts_with(p.as_str()));
         hit(&path.matching) || nfkc_matching(&path.matching).is_some_and(|n| hit(&n))
     }
+
+    /// How a prefix matches: `Some(Boundary)` when the path is a prefix or lies below one
+    /// (`/admin` for `/admin` and `/admin/x`), `Some(Loose)` when it only starts with one
+    /// (`/admin` for `/admin.` or `/administrator`), `None` otherwise. Route rules use the
+    /// difference (`auth::rules`).
+    pub fn match_kind(&self, path: &CanonicalPath) -> Option<PrefixMatch> {
+        let kind = |m: &str| {
+            self.prefixes
+                .iter()
+                .filter(|p| m.starts_with(p.as_str()))
+                .map(|p| {
+                    let at_boundary = p.ends_with('/') || m.len() == p.len() || m.as_bytes()[p.len()] == b'/';
+                    if at_boundary {
+                        PrefixMatch::Boundary
+                    } else {
+                        PrefixMatch::Loose
+                    }
+                })
+                .max()
+        };
+        let direct = kind(&path.matching);
+        let folded = nfkc_matching(&path.matching).and_then(|n| kind(&n));
+        direct.max(folded)
+    }
+}
+
+/// See `ProtectedRoutes::match_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PrefixMatch {
+    Loose,
+    Boundary,
 }
 
 #[cfg(test)]
@@ -887,5 +942,26 @@ mod tests {
             };
             assert!(!routes.is_protected(&c), "{raw:?} protected");
         }
+    }
+
+    #[test]
+    fn only_origin_and_absolute_form_targets_are_routed() {
+        for ok in ["/", "/dashboard?x=1", "http://h/x", "HTTPS://h/x"] {
+            assert!(is_routable_target(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["dashboard", "*dashboard", "*", "foo:bar", "ftp://h/x", "", "http:/x"] {
+            assert!(!is_routable_target(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_target_is_compared_byte_for_byte_with_path_and_query() {
+        assert!(target_is(b"/a", "/a", None));
+        assert!(target_is(b"/a?b=c", "/a", Some("b=c")));
+        assert!(!target_is(b"/a?b=c", "/a", None));
+        assert!(!target_is(b"dashboard", "/", None));
+        assert!(!target_is(b"/a?b=c", "/a", Some("b=d")));
+        assert!(!target_is(b"/ab=c", "/a", Some("b=c")));
+        assert!(!target_is(b"http://h/a", "/a", None));
     }
 }

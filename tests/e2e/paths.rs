@@ -74,6 +74,19 @@ async fn no_variant_of_a_protected_path_reaches_upstream() {
         assert!(status == 400 || status == 401, "{head:?}: {status} {body}");
         assert!(!body.contains("\"headers\""), "{head:?}: upstream answered");
     }
+    // Targets that are neither origin- nor absolute-form: pingora files them under `/` and
+    // keeps the original bytes; judged as `/` they must not be sent on as they came.
+    for head in [
+        "GET dashboard HTTP/1.1\r\nHost: app.example.com",
+        "GET *dashboard HTTP/1.1\r\nHost: app.example.com",
+        "GET foo:bar HTTP/1.1\r\nHost: app.example.com",
+        "GET public/x HTTP/1.1\r\nHost: app.example.com",
+        "GET dashboard/ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ] {
+        let (status, body) = raw_request(addr, head).await;
+        assert_eq!(status, 400, "{head:?}: {body}");
+        assert!(!body.contains("\"headers\""), "{head:?}: upstream answered");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

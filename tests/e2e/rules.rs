@@ -264,11 +264,27 @@ async fn verify_answers_403_on_the_original_path() {
     // but has no synced follower count, so "pro" refuses).
     assert_eq!(other.get(&verify).await.status, 403);
     assert_eq!(demo.get(&verify).await.status, 403);
+    // A front that sets one header and passes the client's copy of the other: values that
+    // disagree are not believed, so a client cannot name a path it may enter.
+    for (original, forwarded) in [("/public", "/admin/users"), ("/admin/users", "/public")] {
+        let r = other
+            .get_with(&verify, &[("X-Original-URI", original), ("X-Forwarded-Uri", forwarded)])
+            .await;
+        assert_eq!(r.status, 403, "{original} / {forwarded}: {}", r.body);
+    }
+    let agree = other
+        .get_with(
+            &verify,
+            &[("X-Original-URI", "/public"), ("X-Forwarded-Uri", "/public")],
+        )
+        .await;
+    assert_eq!(agree.status, 202);
     // Anonymous: still 401.
     let anon = Browser::api().get_with(&verify, &[("X-Original-URI", "/admin")]).await;
     assert_eq!(anon.status, 401);
-    // 2×3 + 1 refusals on "team"/"creators" above, counted like the proxy's.
-    assert_eq!(denials(admin, "team").await, 2 * 2 + 1 + 1);
+    // Refusals on "team"/"creators" above (the two disagreeing pairs count on the first rule
+    // the user fails, "team"), counted like the proxy's.
+    assert_eq!(denials(admin, "team").await, 2 * 2 + 1 + 1 + 2);
     assert_eq!(denials(admin, "creators").await, 2);
 }
 

@@ -324,8 +324,11 @@ fn dashboard(t: &T, u: &User) -> String {
 }
 
 async fn identity_page(t: &T, headers: &HeaderMap) -> String {
-    // The sidecar tells the app its public origin (X-Forwarded-Proto/Host): the issuer, and
-    // where the keys are.
+    // The demo reads the issuer and the key URL from the sidecar's X-Forwarded-Proto/Host
+    // because its port is only known at start and it listens on loopback behind the sidecar
+    // (which replaces client copies of both). A real app configures them (docs/upstream.md):
+    // taken from request headers, an app reached directly would fetch keys from, and accept
+    // tokens issued by, any host a client names.
     let proto = h(headers, "x-forwarded-proto").unwrap_or("http");
     let host = h(headers, "x-forwarded-host").unwrap_or("localhost");
     let origin = format!("{proto}://{host}");
