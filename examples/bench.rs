@@ -591,6 +591,56 @@ async fn ws_rate(
 /// Writes `n` sessions (over n/2 users, two devices each) straight into a migrated SQLite
 /// database, in one transaction, and the cookie values of the first `working_set` to
 /// `cookies`. Returns one of them.
+/// Requests `/dashboard/x` once with every session in `cookies` (one value per line),
+/// `parallel` at a time; returns how many were not answered 200.
+async fn warm_cache(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    cookies: &Path,
+    parallel: usize,
+) -> Result<usize, String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let values: Arc<Vec<String>> = Arc::new(
+        std::fs::read_to_string(cookies)
+            .map_err(|e| e.to_string())?
+            .lines()
+            .map(String::from)
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let url = format!("http://{addr}/dashboard/x");
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let (values, next, failed, client, url) = (
+            values.clone(),
+            next.clone(),
+            failed.clone(),
+            client.clone(),
+            url.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(v) = values.get(i) else { return };
+                let ok = client
+                    .get(&url)
+                    .header("cookie", format!("nini-auth.session={v}"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())?;
+    }
+    Ok(failed.load(Ordering::Relaxed))
+}
+
 fn seed_sessions(db: &Path, key: &str, n: usize, working_set: usize, cookies: &Path) -> Result<String, String> {
     use std::io::Write;
     let ring = nini_auth::crypto::KeyRing::from_base64(&[key.to_string()]).map_err(|e| e.to_string())?;
@@ -911,6 +961,21 @@ async fn run(a: Args) -> Result<(), String> {
         &mut procs,
     )?;
 
+    // Steady state: every session of the working set has been used once (cached), as in a
+    // deployment that has run for a while. Random sampling would take millions of requests
+    // to touch them all; this walks the list once, 64 at a time.
+    std::thread::sleep(Duration::from_secs(1));
+    let million_cold_rss_mib = rss_kib(million.pid) as f64 / 1024.0;
+    let warmed = Instant::now();
+    let warm_failures = warm_cache(&client, million.addr, &cookies_file, 64).await?;
+    eprintln!(
+        "warmed {} sessions in {:?} ({warm_failures} failed)",
+        a.working_set,
+        warmed.elapsed()
+    );
+    let million_warm_rss_mib = rss_kib(million.pid) as f64 / 1024.0;
+    let bytes_per_cached = (million_warm_rss_mib - million_cold_rss_mib) * 1024.0 * 1024.0 / a.working_set as f64;
+
     if let Some(secs) = a.hold {
         println!(
             "{}",
@@ -1067,6 +1132,11 @@ async fn run(a: Args) -> Result<(), String> {
         );
     }
     let million_rss_mib = rss_kib(million.pid) as f64 / 1024.0;
+    eprintln!(
+        "1M sessions: RSS {million_cold_rss_mib:.1} MiB before the working set was cached, \
+         {million_warm_rss_mib:.1} MiB after ({bytes_per_cached:.0} bytes per cached session), \
+         {million_rss_mib:.1} MiB at the end"
+    );
 
     let mut rows: Vec<Row> = cases.iter().map(|c| summarise(c.name, &results[c.name])).collect();
     rows.push(summarise(
@@ -1138,6 +1208,20 @@ async fn run(a: Args) -> Result<(), String> {
             target: 150.0,
             at_most: true,
             unit: "MiB".into(),
+        },
+        Ratio {
+            measure: "RSS with 1M sessions before caching (MiB)".into(),
+            value: million_cold_rss_mib,
+            target: 0.0,
+            at_most: true,
+            unit: "MiB".into(),
+        },
+        Ratio {
+            measure: "memory per cached session (bytes)".into(),
+            value: bytes_per_cached,
+            target: 0.0,
+            at_most: true,
+            unit: "B".into(),
         },
         Ratio {
             measure: "RSS idle after start (MiB)".into(),
