@@ -31,8 +31,10 @@ use crate::store::Identity;
 /// Derivation label of the signing seeds; changing it changes every published key.
 pub const SIGNING_LABEL: &str = "identity-jwt/ed25519";
 
-/// Sessions whose current token is kept. A token is a few hundred bytes, so this bounds the
-/// cache to a few MiB; the least useful entries are evicted past it.
+/// Sessions whose current token is kept, at least: as many as the session cache holds
+/// (`storage.cache_capacity`), so a session served from memory is not re-signed on every
+/// request (an Ed25519 signature costs far more than the rest of the hot path). A token is
+/// under 1 KiB; the least useful entries are evicted past the capacity.
 const CACHE_CAPACITY: usize = 20_000;
 /// How far `nbf` is set before `iat`: a verifier whose clock lags a little still accepts.
 const NOT_BEFORE_SKEW: i64 = 30;
@@ -85,10 +87,12 @@ pub struct IdentitySigner {
 
 impl IdentitySigner {
     pub fn new(config: &Config) -> IdentitySigner {
-        IdentitySigner::build(&config.keys, &config.origin(), &config.identity)
+        let capacity = config.storage.cache_capacity.max(CACHE_CAPACITY);
+        IdentitySigner::build_with(&config.keys, &config.origin(), &config.identity, capacity)
     }
 
     /// `issuer` is the public origin without a trailing slash (`Config::origin`).
+    #[cfg(test)]
     fn build(keys: &KeyRing, issuer: &str, identity: &IdentityConfig) -> IdentitySigner {
         IdentitySigner::build_with(keys, issuer, identity, CACHE_CAPACITY)
     }

@@ -28,23 +28,7 @@ async fn device(env: &TestEnv, user_agent: &str) -> (Browser, String) {
 
 /// Signs in the mock's second user (`SECOND_OPEN_ID`) the way a scripted consent does.
 async fn second_user(env: &TestEnv) -> String {
-    let b = Browser::with_user_agent(IPHONE_SAFARI);
-    let authorize = b.start_signin(env, "/").await;
-    let consent = b
-        .client
-        .get(format!("{authorize}&mock_user={SECOND_OPEN_ID}&mock_auto=authorize"))
-        .send()
-        .await
-        .expect("consent");
-    assert_eq!(consent.status().as_u16(), 302);
-    let cb = consent
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("callback")
-        .to_string();
-    assert_eq!(b.get(&cb).await.status, 302);
-    b.cookie(session_cookie_name()).expect("session cookie")
+    sign_in_as(env, &Browser::with_user_agent(IPHONE_SAFARI), SECOND_OPEN_ID).await
 }
 
 async fn env_with_two_users() -> TestEnv {

@@ -60,23 +60,7 @@ async fn env() -> (TestEnv, std::net::SocketAddr) {
 
 /// Signs in the mock user `open_id` (scripted consent); returns the session cookie.
 async fn login_as(env: &TestEnv, open_id: &str) -> String {
-    let b = Browser::new();
-    let authorize = b.start_signin(env, "/").await;
-    let consent = b
-        .client
-        .get(format!("{authorize}&mock_user={open_id}&mock_auto=authorize"))
-        .send()
-        .await
-        .expect("consent");
-    assert_eq!(consent.status().as_u16(), 302);
-    let cb = consent
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("callback")
-        .to_string();
-    assert_eq!(b.get(&cb).await.status, 302);
-    b.cookie(session_cookie_name()).expect("session cookie")
+    sign_in_as(env, &Browser::new(), open_id).await
 }
 
 /// A browser navigation carrying `session`, in `lang`.

@@ -526,6 +526,26 @@ pub const DEMO_USER_NAME: &str = "María José 🌮";
 
 /// Signs in a new browser through the mock's consent page; returns the browser, its session
 /// cookie and the user id the upstream received.
+/// Signs `b` in as the mock user `open_id` (scripted consent); returns the session cookie.
+pub async fn sign_in_as(env: &TestEnv, b: &Browser, open_id: &str) -> String {
+    let authorize = b.start_signin(env, "/").await;
+    let consent = b
+        .client
+        .get(format!("{authorize}&mock_user={open_id}&mock_auto=authorize"))
+        .send()
+        .await
+        .expect("consent");
+    assert_eq!(consent.status().as_u16(), 302);
+    let cb = consent
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("callback")
+        .to_string();
+    assert_eq!(b.get(&cb).await.status, 302);
+    b.cookie(session_cookie_name()).expect("session cookie")
+}
+
 pub async fn signed_in(env: &TestEnv) -> (Browser, String, String) {
     let b = Browser::new();
     assert_eq!(b.login(env, "/").await.status, 302);
