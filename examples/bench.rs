@@ -13,6 +13,9 @@
 //!   bench --binary target/release/nini-auth --bare target/release/examples/bare_pingora
 //!         [--duration 10] [--warmup 2] [--rounds 3] [--connections 64] [--out target/bench]
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{cookie_value, free_port};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -110,12 +113,6 @@ impl Drop for Procs {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> Result<SocketAddr, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())
 }
 
 fn wait_port(addr: SocketAddr, what: &str) -> Result<Duration, String> {
@@ -411,16 +408,6 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
-}
-
-fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix(&format!("{name}=")))
-        .and_then(|c| c.split(';').next())
-        .map(String::from)
 }
 
 /// One whole sign-in through the sidecar and the mock (approving at once); the session

@@ -7,6 +7,9 @@
 //!   soak --binary target/release/nini-auth [--minutes 10] [--workers 16] [--database URL]
 //!        [--out DIR]
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{cookie_value, free_port};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -130,16 +133,6 @@ impl Shared {
         let i = self.random(s.len() as u64) as usize;
         s.get(i).cloned()
     }
-}
-
-fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix(&format!("{name}=")))
-        .and_then(|c| c.split(';').next())
-        .map(String::from)
 }
 
 fn expect(status: reqwest::StatusCode, allowed: &[u16], what: &str) -> Result<(), String> {
@@ -316,13 +309,9 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn free_port() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
-}
-
 fn start_sidecar(a: &Args, dir: &Path, mock: &str, upstream: SocketAddr) -> Result<(Child, SocketAddr), String> {
-    let listen = free_port().map_err(|e| e.to_string())?;
-    let admin = free_port().map_err(|e| e.to_string())?;
+    let listen = free_port()?;
+    let admin = free_port()?;
     let database = a
         .database
         .clone()

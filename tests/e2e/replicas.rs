@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nini_auth::mock_tiktok::{MockConfig, MockTikTok, DEMO_CLIENT_KEY, DEMO_CLIENT_SECRET, DEMO_OPEN_ID};
+use nini_auth::mock_tiktok::{MockConfig, MockTikTok, DEMO_CLIENT_KEY, DEMO_CLIENT_SECRET};
 use nini_auth::ops::free_port;
 use nini_auth::store::Store;
 
@@ -259,19 +259,7 @@ async fn revocations_reach_the_other_replica_within_a_second() {
     // TikTok's deauthorization webhook, delivered to B.
     let (_, session) = sign_in_across(&c, &a, &a).await;
     assert_eq!(user_on(&a, &session).await.0, 200);
-    let body = format!(
-        r#"{{"client_key":"{DEMO_CLIENT_KEY}","event":"authorization.removed","create_time":1,"user_openid":"{DEMO_OPEN_ID}","content":"{{}}"}}"#
-    );
-    let sig = nini_auth::tiktok::webhook::sign(body.as_bytes(), DEMO_CLIENT_SECRET, unix_now());
-    let r = reqwest::Client::new()
-        .post(b.url("/api/auth/webhooks/tiktok"))
-        .header("content-type", "application/json")
-        .header("TikTok-Signature", sig)
-        .body(body)
-        .send()
-        .await
-        .expect("webhook");
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(deliver_deauthorization(&b.url(""), unix_now()).await, 200);
     let t = refused_within(&a, &session, limit, "webhook on B").await;
     eprintln!("webhook on B refused on A after {t:?}");
 }
@@ -369,19 +357,7 @@ async fn websockets_close_on_every_replica() {
     // Socket on B; TikTok's deauthorization webhook delivered to A.
     let (_, session) = sign_in_across(&c, &b, &b).await;
     let mut ws = open_ws(&b.url(""), "/dashboard/ws", Some(&session)).await;
-    let body = format!(
-        r#"{{"client_key":"{DEMO_CLIENT_KEY}","event":"authorization.removed","create_time":1,"user_openid":"{DEMO_OPEN_ID}","content":"{{}}"}}"#
-    );
-    let sig = nini_auth::tiktok::webhook::sign(body.as_bytes(), DEMO_CLIENT_SECRET, unix_now());
-    let r = reqwest::Client::new()
-        .post(a.url("/api/auth/webhooks/tiktok"))
-        .header("content-type", "application/json")
-        .header("TikTok-Signature", sig)
-        .body(body)
-        .send()
-        .await
-        .expect("webhook");
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(deliver_deauthorization(&a.url(""), unix_now()).await, 200);
     let t = ended_within(&mut ws, limit, "webhook on A").await;
     eprintln!("the webhook on A ended the WebSocket on B after {t:?}");
     assert!(echoes(&mut anon, "still open").await);

@@ -526,6 +526,27 @@ pub const DEMO_USER_NAME: &str = "María José 🌮";
 
 /// Signs in a new browser through the mock's consent page; returns the browser, its session
 /// cookie and the user id the upstream received.
+/// Delivers TikTok's `authorization.removed` webhook for the demo user to `base` (a sidecar's
+/// URL), signed at `at` (unix seconds, the sidecar's clock); returns the answer's status.
+pub async fn deliver_deauthorization(base: &str, at: i64) -> u16 {
+    let body = format!(
+        r#"{{"client_key":"{}","event":"authorization.removed","create_time":1,"user_openid":"{}","content":"{{}}"}}"#,
+        nini_auth::mock_tiktok::DEMO_CLIENT_KEY,
+        nini_auth::mock_tiktok::DEMO_OPEN_ID
+    );
+    let sig = nini_auth::tiktok::webhook::sign(body.as_bytes(), nini_auth::mock_tiktok::DEMO_CLIENT_SECRET, at);
+    reqwest::Client::new()
+        .post(format!("{}/api/auth/webhooks/tiktok", base.trim_end_matches('/')))
+        .header("content-type", "application/json")
+        .header("TikTok-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .expect("webhook")
+        .status()
+        .as_u16()
+}
+
 /// Signs `b` in as the mock user `open_id` (scripted consent); returns the session cookie.
 pub async fn sign_in_as(env: &TestEnv, b: &Browser, open_id: &str) -> String {
     let authorize = b.start_signin(env, "/").await;

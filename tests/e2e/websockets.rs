@@ -146,23 +146,11 @@ async fn a_dead_grant_or_deauthorization_ends_websockets() {
     assert_eq!(b.login(&env, "/").await.status, 302);
     let session = b.cookie(session_cookie_name()).expect("session");
     let mut ws = open_ws(&base, "/dashboard/ws", Some(&session)).await;
-    let body = format!(
-        r#"{{"client_key":"{}","event":"authorization.removed","create_time":1,"user_openid":"{}","content":"{{}}"}}"#,
-        nini_auth::mock_tiktok::DEMO_CLIENT_KEY,
-        nini_auth::mock_tiktok::DEMO_OPEN_ID
-    );
     // Signed at the sidecar's (advanced) time: the webhook checks the timestamp against it.
-    let at = env.sidecar().auth.clock.now();
-    let sig = nini_auth::tiktok::webhook::sign(body.as_bytes(), nini_auth::mock_tiktok::DEMO_CLIENT_SECRET, at);
-    let r = reqwest::Client::new()
-        .post(env.url("/api/auth/webhooks/tiktok"))
-        .header("content-type", "application/json")
-        .header("TikTok-Signature", sig)
-        .body(body)
-        .send()
-        .await
-        .expect("webhook");
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        deliver_deauthorization(&env.url(""), env.sidecar().auth.clock.now()).await,
+        200
+    );
     ended_within(&mut ws, Duration::from_secs(5), "deauthorization").await;
     tunnels_open(&env, 0).await;
 }
