@@ -64,13 +64,8 @@ fn to_signin(auth: &Auth, req: &Request) -> Reply {
 /// replica's devices at most a minute stale (activity is noted once a minute per session).
 /// A failure only makes the list older: the batch goes back for the flusher.
 async fn flush_activity(auth: &Auth, request_id: &str) {
-    let batch = auth.activity.take_sessions();
-    if batch.is_empty() {
-        return;
-    }
-    if let Err(e) = auth.store.touch_sessions(&batch).await {
+    if let Err(e) = auth.activity.write_to(auth.store.as_ref()).await {
         log::warn!("devices: recording activity failed (kept for the flusher): {e} request_id={request_id}");
-        auth.activity.restore_sessions(batch);
     }
 }
 

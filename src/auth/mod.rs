@@ -162,7 +162,7 @@ impl Auth {
         if let Some(hit) = self.sessions.get(&key, now) {
             lookups.cached.inc();
             if hit.note_activity {
-                self.activity.note(crypto::hex(&key), &hit.identity.user_id, now);
+                self.activity.note(key, &hit.identity.user_id, now);
             }
             return Ok(Some(hit.identity));
         }
@@ -176,7 +176,7 @@ impl Auth {
                 lookups.found.inc();
                 let id = Arc::new(id);
                 self.sessions.insert_if_unchanged(key, id.clone(), now, seen);
-                self.activity.note(crypto::hex(&key), &id.user_id, now);
+                self.activity.note(key, &id.user_id, now);
                 Ok(Some(id))
             }
             None => {

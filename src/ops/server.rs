@@ -202,12 +202,8 @@ impl BackgroundService for ActivityFlusher {
                 _ = tick.tick() => false,
             };
             // On shutdown too: the last minute's activity is written before the process goes.
-            let batch = self.app.activity.take_sessions();
-            if !batch.is_empty() {
-                if let Err(e) = self.app.store.touch_sessions(&batch).await {
-                    log::warn!("recording session activity failed (kept for the next try): {e}");
-                    self.app.activity.restore_sessions(batch);
-                }
+            if let Err(e) = self.app.activity.write_to(self.app.store.as_ref()).await {
+                log::warn!("recording session activity failed (kept for the next try): {e}");
             }
             if stopping {
                 break;

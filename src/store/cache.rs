@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::Identity;
+use super::{Identity, Store, StoreError};
 
 /// Per-user removal counter shared by all cached sessions of that user: removing a user is
 /// one increment, and a hit compares one atomic, with no map lookup on the hot path.
@@ -232,20 +232,25 @@ impl Users {
 /// active users the background sync looks at.
 #[derive(Default)]
 pub struct Activity {
-    pending: Mutex<Vec<(String, i64)>>,
+    /// Session keys (hex only when written) and when they were seen: a busy minute holds one
+    /// per active session, so they stay 40 bytes each and cost no allocation to note.
+    pending: Mutex<Vec<([u8; 32], i64)>>,
     users: Mutex<HashMap<String, i64>>,
 }
 
 /// Users remembered as active; beyond this the oldest half is forgotten.
 const MAX_ACTIVE_USERS: usize = 1_000_000;
+/// Sessions written per transaction: a minute of a busy replica's activity in one transaction
+/// (300,000 rows took about five seconds on SQLite) would hold the store's only writer that
+/// long, and sign-ins and sign-outs would wait behind it; a chunk holds it about a tenth of a
+/// second. Smaller chunks cost more per row (a table page touched by several chunks is
+/// written once per chunk), so this is not smaller.
+const WRITE_CHUNK: usize = 5_000;
 
 impl Activity {
-    /// A session (by hash) of `user_id` was used at `now`.
-    pub fn note(&self, session_hash: String, user_id: &str, now: i64) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((session_hash, now));
+    /// A session (by key) of `user_id` was used at `now`.
+    pub fn note(&self, key: [u8; 32], user_id: &str, now: i64) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push((key, now));
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         if users.len() >= MAX_ACTIVE_USERS && !users.contains_key(user_id) {
             let mut times: Vec<i64> = users.values().copied().collect();
@@ -253,16 +258,44 @@ impl Activity {
             let cut = times[times.len() / 2];
             users.retain(|_, t| *t > cut);
         }
-        users.insert(user_id.to_string(), now);
+        match users.get_mut(user_id) {
+            Some(at) => *at = now,
+            None => {
+                users.insert(user_id.to_string(), now);
+            }
+        }
     }
 
-    /// Sessions noted since the last call (session hash, time).
-    pub fn take_sessions(&self) -> Vec<(String, i64)> {
+    /// Sessions noted since the last call (session key, time).
+    fn take_sessions(&self) -> Vec<([u8; 32], i64)> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Writes the sessions noted since the last call to the store, in transactions of
+    /// `WRITE_CHUNK` rows ordered by session hash (the index order: neighbouring rows share
+    /// pages, and replicas writing at once lock rows in the same order). What could not be
+    /// written is kept for the next call.
+    pub async fn write_to(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let mut batch = self.take_sessions();
+        batch.sort_unstable();
+        let mut done = 0;
+        while done < batch.len() {
+            let end = (done + WRITE_CHUNK).min(batch.len());
+            let chunk: Vec<(String, i64)> = batch[done..end]
+                .iter()
+                .map(|(k, at)| (crate::crypto::hex(k), *at))
+                .collect();
+            if let Err(e) = store.touch_sessions(&chunk).await {
+                self.restore_sessions(batch.split_off(done));
+                return Err(e);
+            }
+            done = end;
+        }
+        Ok(())
+    }
+
     /// Puts back a batch that could not be written (the database was down).
-    pub fn restore_sessions(&self, mut batch: Vec<(String, i64)>) {
+    fn restore_sessions(&self, mut batch: Vec<([u8; 32], i64)>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         // Bounded: while the database is down, older notes are the ones to lose.
         if pending.len() < 100_000 {

@@ -89,6 +89,7 @@ conformance!(
     sessions_expire_and_end_with_counts,
     sessions_end_by_id_only_for_their_owner_and_everywhere_keeps_one,
     devices_list_and_activity_only_moves_forward,
+    a_busy_minute_of_activity_is_written_in_every_chunk,
     a_used_state_cannot_be_used_again,
     tokens_are_sealed_and_open_only_with_the_ring,
     token_changes_are_compare_and_swap,
@@ -263,6 +264,33 @@ async fn devices_list_and_activity_only_moves_forward(f: Fixture) {
     let seen = |id: &str| list.iter().find(|d| d.id == id).and_then(|d| d.last_seen_at);
     assert_eq!(seen(&a.session_id), Some(100), "never moves back");
     assert_eq!(seen(&second.session_id), Some(90));
+}
+
+/// The flusher writes a minute's notes in several transactions (`Activity::write_to`): the
+/// sessions in the first and the last of them are both recorded, and nothing is left over.
+async fn a_busy_minute_of_activity_is_written_in_every_chunk(f: Fixture) {
+    use nini_auth::crypto::hex;
+    let s = f.open().await;
+    let (first, last) = ([0x10; 32], [0x30; 32]);
+    let a = login(&*s, "a", &hex(&first), 5000, 10).await;
+    let b = login(&*s, "b", &hex(&last), 5000, 10).await;
+    let activity = nini_auth::store::cache::Activity::default();
+    activity.note(last, &b.user_id, 300);
+    // Sessions the store does not know (signed out meanwhile) sort between the two.
+    for i in 0..4500u32 {
+        let mut key = [0x20; 32];
+        key[1..5].copy_from_slice(&i.to_be_bytes());
+        activity.note(key, &a.user_id, 200);
+    }
+    activity.note(first, &a.user_id, 100);
+    activity.write_to(&*s).await.expect("written");
+    let seen = |list: &[nini_auth::store::DeviceSession]| list.first().and_then(|d| d.last_seen_at);
+    assert_eq!(seen(&s.user_sessions(&a.user_id, 20).await.expect("list")), Some(100));
+    assert_eq!(seen(&s.user_sessions(&b.user_id, 20).await.expect("list")), Some(300));
+    // The next minute's notes go through the same way.
+    activity.note(first, &a.user_id, 400);
+    activity.write_to(&*s).await.expect("written");
+    assert_eq!(seen(&s.user_sessions(&a.user_id, 20).await.expect("list")), Some(400));
 }
 
 async fn a_used_state_cannot_be_used_again(f: Fixture) {
