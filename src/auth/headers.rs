@@ -178,20 +178,49 @@ pub fn identity_headers(id: &Identity) -> Vec<(&'static str, String)> {
     out
 }
 
-/// `identity_headers` as header values, made once per cached identity: the proxy clones them
-/// (a reference count each) into every request of the session.
-pub struct HeaderValues(pub Vec<(&'static str, http::HeaderValue)>);
+/// What the proxy forwards for one identity, made once per cached copy and dropped with it
+/// (so a sync, a sign-out or a key change starts afresh): the identity headers as ready
+/// values, which every request of the session clones (a reference count each), and the
+/// session's current `X-Nini-Identity` token (`jwt`).
+pub struct Ready {
+    pub headers: Box<[(&'static str, http::HeaderValue)]>,
+    pub(super) token: super::jwt::TokenSlot,
+}
 
-pub fn header_values(id: &Identity) -> std::sync::Arc<HeaderValues> {
-    id.derived.get_or_init(|| {
-        HeaderValues(
-            identity_headers(id)
-                .into_iter()
-                // Every value is visible ASCII or percent-encoded, so this never drops one.
-                .filter_map(|(name, value)| http::HeaderValue::try_from(value).ok().map(|v| (name, v)))
-                .collect(),
-        )
+/// The identity's `Ready` values, made the first time they are asked for.
+pub fn ready(id: &Identity) -> std::sync::Arc<Ready> {
+    id.derived.get_or_init(|| Ready {
+        headers: ready_headers(identity_headers(id)),
+        token: Default::default(),
     })
+}
+
+/// Header values that are slices of one buffer: one allocation for all of them instead of
+/// one each (a cached session's memory is mostly these), and a value repeated under several
+/// names (the user id, three times) is stored once.
+fn ready_headers(pairs: Vec<(&'static str, String)>) -> Box<[(&'static str, http::HeaderValue)]> {
+    let mut buf = Vec::with_capacity(pairs.iter().map(|(_, v)| v.len()).sum());
+    let mut spans: Vec<(&'static str, std::ops::Range<usize>)> = Vec::with_capacity(pairs.len());
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        let span = match pairs[..i].iter().position(|(_, earlier)| earlier == value) {
+            Some(j) => spans[j].1.clone(),
+            None => {
+                buf.extend_from_slice(value.as_bytes());
+                buf.len() - value.len()..buf.len()
+            }
+        };
+        spans.push((name, span));
+    }
+    let buf = bytes::Bytes::from(buf);
+    spans
+        .into_iter()
+        // Every value is visible ASCII or percent-encoded, so this never drops one.
+        .filter_map(|(name, span)| {
+            http::HeaderValue::from_maybe_shared(buf.slice(span))
+                .ok()
+                .map(|v| (name, v))
+        })
+        .collect()
 }
 
 /// UTF-8 percent-encoding; upstreams decode with `decodeURIComponent`.
@@ -303,6 +332,38 @@ mod tests {
         assert!(!p.must_strip("x-team-roles"));
         assert!(p.must_strip("X-Real-IP") && p.must_strip("Forwarded"));
         assert!(!StripPolicy::new(&[]).must_strip("X-Team-Role"));
+    }
+
+    #[test]
+    fn ready_values_are_the_identity_headers() {
+        let id = Identity {
+            user_id: "u-1".into(),
+            session_id: "s".into(),
+            open_id: "open é".into(),
+            display_name: Some("María".into()),
+            username: None,
+            avatar: Some("https://cdn.example/a.jpeg".into()),
+            verified: true,
+            videos: 0,
+            streak: 0,
+            nini_score: 0,
+            follower_count: None,
+            session_expires: 0,
+            grant_error: None,
+            derived: Default::default(),
+        };
+        let ready = ready(&id);
+        let got: Vec<(&str, &str)> = ready
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.to_str().unwrap_or("(not ASCII)")))
+            .collect();
+        let want: Vec<(&str, String)> = identity_headers(&id);
+        assert_eq!(got, want.iter().map(|(n, v)| (*n, v.as_str())).collect::<Vec<_>>());
+        assert!(
+            std::sync::Arc::ptr_eq(&ready, &super::ready(&id)),
+            "made once per identity"
+        );
     }
 
     #[test]

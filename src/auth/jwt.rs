@@ -9,15 +9,17 @@
 //! what lets tokens minted just before a rotation (or by a sidecar not yet restarted) verify.
 //! The key id (`kid`) is the encryption key's id, as `nini-auth check` lists it.
 //!
-//! Signing costs far more than a proxy hop should, so each session's token is cached and
-//! reused while more than half of its lifetime remains: most requests are a cache lookup.
+//! Signing costs far more than a proxy hop should, so each session's token is kept beside its
+//! cached identity (`headers::Ready`) and reused while more than half of its lifetime
+//! remains: most requests clone it. It goes when the cached identity goes, and a changed
+//! profile is a new identity, so no token outlives what it says.
 //!
 //! Claims: `iss`, `aud`, `sub` (user id), `sid` (the session's id, so an app can refuse a
 //! token whose session it saw end), `open_id`, `name`, `iat`, `nbf` (30 s before `iat`, for
 //! verifiers whose clock runs behind) and `exp` (at most `identity.ttl`, never after the
 //! session's own end).
 
-use std::sync::Arc;
+use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -31,11 +33,6 @@ use crate::store::Identity;
 /// Derivation label of the signing seeds; changing it changes every published key.
 pub const SIGNING_LABEL: &str = "identity-jwt/ed25519";
 
-/// Sessions whose current token is kept, at least: as many as the session cache holds
-/// (`storage.cache_capacity`), so a session served from memory is not re-signed on every
-/// request (an Ed25519 signature costs far more than the rest of the hot path). A token is
-/// under 1 KiB; the least useful entries are evicted past the capacity.
-const CACHE_CAPACITY: usize = 20_000;
 /// How far `nbf` is set before `iat`: a verifier whose clock lags a little still accepts.
 const NOT_BEFORE_SKEW: i64 = 30;
 
@@ -55,15 +52,15 @@ struct Claims<'a> {
     exp: i64,
 }
 
-/// One cached token, with the identity fields it was made from so a changed profile (a new
-/// display name after a sync) gets a fresh token at once instead of after the half-life.
-struct Cached {
-    /// The token as the header value the proxy sends (cloning it is a reference count).
-    token: http::HeaderValue,
+/// Where one identity keeps its current token (in its `headers::Ready`).
+#[derive(Default)]
+pub struct TokenSlot(Mutex<Option<Token>>);
+
+struct Token {
+    /// As the header value the proxy sends (cloning it is a reference count).
+    value: http::HeaderValue,
     iat: i64,
     exp: i64,
-    open_id: String,
-    name: Option<String>,
 }
 
 struct Signer {
@@ -74,8 +71,6 @@ struct Signer {
     issuer: String,
     audience: String,
     ttl: i64,
-    /// By session id.
-    cache: quick_cache::sync::Cache<String, Arc<Cached>>,
 }
 
 pub struct IdentitySigner {
@@ -87,17 +82,11 @@ pub struct IdentitySigner {
 
 impl IdentitySigner {
     pub fn new(config: &Config) -> IdentitySigner {
-        let capacity = config.storage.cache_capacity.max(CACHE_CAPACITY);
-        IdentitySigner::build_with(&config.keys, &config.origin(), &config.identity, capacity)
+        IdentitySigner::build(&config.keys, &config.origin(), &config.identity)
     }
 
     /// `issuer` is the public origin without a trailing slash (`Config::origin`).
-    #[cfg(test)]
     fn build(keys: &KeyRing, issuer: &str, identity: &IdentityConfig) -> IdentitySigner {
-        IdentitySigner::build_with(keys, issuer, identity, CACHE_CAPACITY)
-    }
-
-    fn build_with(keys: &KeyRing, issuer: &str, identity: &IdentityConfig, capacity: usize) -> IdentitySigner {
         let disabled = IdentitySigner {
             signer: None,
             jwks: serde_json::json!({ "keys": [] }),
@@ -141,7 +130,6 @@ impl IdentitySigner {
                 issuer: issuer.trim_end_matches('/').to_string(),
                 audience: identity.audience.clone(),
                 ttl: i64::try_from(identity.ttl.as_secs()).unwrap_or(300).clamp(1, 300),
-                cache: quick_cache::sync::Cache::new(capacity),
             }),
             jwks: serde_json::json!({ "keys": jwks_keys }),
         }
@@ -155,13 +143,21 @@ impl IdentitySigner {
     /// `header_value` as a header value, for the proxy.
     pub fn header(&self, id: &Identity, now: i64) -> Option<http::HeaderValue> {
         let signer = self.signer.as_ref()?;
-        if let Some(token) = signer.cached(id, now) {
-            return Some(token);
+        let ready = super::headers::ready(id);
+        let slot = || ready.token.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot().as_ref().filter(|t| signer.fresh(t, now)) {
+            return Some(t.value.clone());
         }
+        // Signed without holding the lock (a proxy thread never waits on another's
+        // signature); two requests of a session may both sign once, and either token is good.
         let (token, exp) = signer.sign(id, now)?;
         // A JWT is base64url and dots: always a valid header value.
         let value = http::HeaderValue::try_from(token).ok()?;
-        signer.remember(id, value.clone(), now, exp);
+        *slot() = Some(Token {
+            value: value.clone(),
+            iat: now,
+            exp,
+        });
         Some(value)
     }
 
@@ -179,27 +175,9 @@ impl IdentitySigner {
 impl Signer {
     /// Reused while more than half the lifetime remains, so an upstream always gets at least
     /// ttl/2 of validity to work with (e.g. to pass the token on to another service).
-    fn fresh(&self, c: &Cached, now: i64) -> bool {
+    fn fresh(&self, t: &Token, now: i64) -> bool {
         // `now < iat` (the clock stepped back) would hand out a token that is not yet valid.
-        c.iat <= now && c.exp.saturating_sub(now) > self.ttl / 2
-    }
-
-    fn cached(&self, id: &Identity, now: i64) -> Option<http::HeaderValue> {
-        let c = self.cache.get(&id.session_id)?;
-        (self.fresh(&c, now) && c.open_id == id.open_id && c.name == id.display_name).then(|| c.token.clone())
-    }
-
-    fn remember(&self, id: &Identity, token: http::HeaderValue, now: i64, exp: i64) {
-        self.cache.insert(
-            id.session_id.clone(),
-            Arc::new(Cached {
-                token,
-                iat: now,
-                exp,
-                open_id: id.open_id.clone(),
-                name: id.display_name.clone(),
-            }),
-        );
+        t.iat <= now && t.exp.saturating_sub(now) > self.ttl / 2
     }
 
     /// A token for `id` at `now`, and its expiry.
@@ -387,11 +365,11 @@ mod tests {
             (claims["iat"].as_i64(), claims["exp"].as_i64()),
             (Some(1150), Some(1450))
         );
-        // A changed profile is not served the old name.
+        // A changed profile is a new identity (re-read from the store): never the old name.
         let renamed = s.header_value(&user(Some("b")), 1151).expect("token");
         assert_eq!(verify(&renamed, &s.jwks()).expect("verifies").1["name"], "b");
         // A clock that stepped back does not get a token from its future.
-        let back = s.header_value(&user(Some("b")), 1100).expect("token");
+        let back = s.header_value(&u, 1100).expect("token");
         assert_eq!(verify(&back, &s.jwks()).expect("verifies").1["iat"], 1100);
         // Other sessions have their own tokens.
         let mut other = user(Some("b"));
@@ -419,16 +397,17 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_stays_bounded() {
+    fn the_token_lives_with_the_identity_it_was_made_for() {
         let keys = ring_of(&[generate_key_base64().expect("rng")]);
-        let s = IdentitySigner::build_with(&keys, ISSUER, &identity_config(true), 50);
-        let mut u = user(None);
-        for i in 0..500 {
-            u.session_id = format!("{i:032x}");
-            assert!(s.header_value(&u, 1000).is_some());
-        }
-        let cached = s.signer.as_ref().expect("enabled").cache.len();
-        assert!(cached <= 50, "{cached}");
+        let s = IdentitySigner::build(&keys, ISSUER, &identity_config(true));
+        let u = user(Some("a"));
+        let first = s.header_value(&u, 1000).expect("token");
+        // The same session read again from the store (cache expiry, eviction) signs anew.
+        let reread = user(Some("a"));
+        let second = s.header_value(&reread, 1001).expect("token");
+        assert_ne!(first, second);
+        assert_eq!(s.header_value(&u, 1002).as_deref(), Some(first.as_str()));
+        assert_eq!(s.header_value(&reread, 1002).as_deref(), Some(second.as_str()));
     }
 
     #[test]

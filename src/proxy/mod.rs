@@ -535,7 +535,7 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<()> {
         strip_spoofable(up, &self.strip);
         if let Some(id) = &ctx.identity {
-            for (name, value) in &headers::header_values(id).0 {
+            for (name, value) in headers::ready(id).headers.iter() {
                 up.insert_header(*name, value.clone())?;
             }
             if let Some(jwt) = self.auth.identity_jwt.header(id, self.auth.clock.now()) {
