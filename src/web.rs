@@ -188,8 +188,10 @@ impl Reply {
         Reply::new(status, "text/html; charset=utf-8", body).no_store()
     }
 
-    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
-        Reply::new(status, "application/json", value.to_string()).no_store()
+    pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> Reply {
+        // Our own types and `Value`s: serialising them cannot fail.
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
+        Reply::new(status, "application/json", body).no_store()
     }
 
     /// 302 to an already-validated absolute URL.

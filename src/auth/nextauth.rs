@@ -1,8 +1,7 @@
 //! The next-auth REST surface `next-auth/react` speaks (`session`, `csrf`, `providers`,
 //! `error`) and the sign-in / sign-out pages (es/en) that post to the flow.
 
-use std::sync::Arc;
-
+use serde::Serialize;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
@@ -117,27 +116,55 @@ pub fn csrf(auth: &Auth, req: &Request) -> Reply {
     }
 }
 
-/// The next-auth session object, or the literal `null`.
-pub fn session_json(id: &Identity) -> serde_json::Value {
+/// The next-auth session object (the literal `null` when signed out is the caller's). Written
+/// straight from the identity, without a `serde_json::Value` in between: every open tab of the
+/// app polls `/api/auth/session`.
+#[derive(Serialize)]
+pub struct SessionJson<'a> {
+    user: SessionUser<'a>,
+    expires: String,
+    /// `RefreshAccessTokenError` (or the stored reason) when the TikTok grant is gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionUser<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    /// TikTok gives no e-mail; next-auth's type has the field, so it is always `null`.
+    email: Option<&'a str>,
+    image: Option<&'a str>,
+    tiktok_id: &'a str,
+    username: Option<&'a str>,
+    verified: bool,
+    nini_score: i64,
+    videos: i64,
+    streak: i64,
+}
+
+pub fn session_json(id: &Identity) -> SessionJson<'_> {
     let expires = time::OffsetDateTime::from_unix_timestamp(id.session_expires)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default();
-    json!({
-        "user": {
-            "id": id.user_id,
-            "name": id.display_name,
-            "email": null,
-            "image": id.avatar,
-            "tiktokId": id.open_id,
-            "username": id.username,
-            "verified": id.verified,
-            "niniScore": id.nini_score,
-            "videos": id.videos,
-            "streak": id.streak,
+    SessionJson {
+        user: SessionUser {
+            id: &id.user_id,
+            name: id.display_name.as_deref(),
+            email: None,
+            image: id.avatar.as_deref(),
+            tiktok_id: &id.open_id,
+            username: id.username.as_deref(),
+            verified: id.verified,
+            nini_score: id.nini_score,
+            videos: id.videos,
+            streak: id.streak,
         },
-        "expires": expires,
-    })
+        expires,
+        error: None,
+    }
 }
 
 pub async fn session(auth: &Auth, req: &Request) -> Reply {
@@ -155,13 +182,13 @@ pub async fn session(auth: &Auth, req: &Request) -> Reply {
 /// The session JSON, with `"error": "RefreshAccessTokenError"` when the TikTok grant is gone
 /// (the NINI frontend then sends the user to sign in again). Checking costs a memory lookup
 /// while the access token is fresh, and one refresh when it is due.
-async fn session_with_token_check(auth: &Auth, id: &Arc<Identity>) -> serde_json::Value {
+async fn session_with_token_check<'a>(auth: &Auth, id: &'a Identity) -> SessionJson<'a> {
     let mut body = session_json(id);
-    let error = match &id.grant_error {
-        Some(e) => Some(e.clone()),
+    body.error = match &id.grant_error {
+        Some(e) => Some(e.as_str()),
         None => match auth.tokens.access_token(&id.user_id).await {
             Ok(_) => None,
-            Err(TokenError::GrantDead) => Some(REFRESH_ERROR.to_string()),
+            Err(TokenError::GrantDead) => Some(REFRESH_ERROR),
             Err(e) => {
                 // TikTok or the store is unwell: the session itself is fine.
                 log::warn!("session token check for user {}: {e}", id.user_id);
@@ -169,9 +196,6 @@ async fn session_with_token_check(auth: &Auth, id: &Arc<Identity>) -> serde_json
             }
         },
     };
-    if let (Some(e), Some(obj)) = (error, body.as_object_mut()) {
-        obj.insert("error".into(), serde_json::Value::String(e));
-    }
     body
 }
 
