@@ -575,16 +575,15 @@ async fn ws_rate(
     })
 }
 
-/// Writes `n` sessions (over n/2 users, two devices each) straight into a migrated SQLite
-/// database, in one transaction, and the cookie values of the first `working_set` to
-/// `cookies`. Returns one of them.
 /// Requests `/dashboard/x` once with every session in `cookies` (one value per line),
-/// `parallel` at a time; returns how many were not answered 200.
+/// `parallel` at a time, the i-th not before `i * over / n` from now; returns how many were not
+/// answered 200.
 async fn warm_cache(
     client: &reqwest::Client,
     addr: SocketAddr,
     cookies: &Path,
     parallel: usize,
+    over: Duration,
 ) -> Result<usize, String> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let values: Arc<Vec<String>> = Arc::new(
@@ -597,6 +596,10 @@ async fn warm_cache(
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let url = format!("http://{addr}/dashboard/x");
+    let start = tokio::time::Instant::now();
+    let step = over
+        .checked_div(u32::try_from(values.len().max(1)).unwrap_or(u32::MAX))
+        .unwrap_or_default();
     let mut tasks = Vec::new();
     for _ in 0..parallel {
         let (values, next, failed, client, url) = (
@@ -610,6 +613,7 @@ async fn warm_cache(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(v) = values.get(i) else { return };
+                tokio::time::sleep_until(start + step * u32::try_from(i).unwrap_or(u32::MAX)).await;
                 let ok = client
                     .get(&url)
                     .header("cookie", format!("nini-auth.session={v}"))
@@ -628,6 +632,9 @@ async fn warm_cache(
     Ok(failed.load(Ordering::Relaxed))
 }
 
+/// Writes `n` sessions (over n/2 users, two devices each) straight into a migrated SQLite
+/// database, in one transaction, and the cookie values of the first `working_set` to
+/// `cookies`. Returns one of them.
 fn seed_sessions(db: &Path, key: &str, n: usize, working_set: usize, cookies: &Path) -> Result<String, String> {
     use std::io::Write;
     let ring = nini_auth::crypto::KeyRing::from_base64(&[key.to_string()]).map_err(|e| e.to_string())?;
@@ -956,22 +963,39 @@ async fn run(a: Args) -> Result<(), String> {
         &mut procs,
     )?;
 
-    // Steady state: every session of the working set has been used once (cached), as in a
-    // deployment that has run for a while. Random sampling would take millions of requests
-    // to touch them all; this walks the list once, 64 at a time.
     std::thread::sleep(Duration::from_secs(1));
     let million_cold_rss_mib = rss_kib(million.pid) as f64 / 1024.0;
-    let warmed = Instant::now();
-    let warm_failures = warm_cache(&client, million.addr, &cookies_file, 64).await?;
-    eprintln!(
-        "warmed {} sessions in {:?} ({warm_failures} failed)",
-        a.working_set,
-        warmed.elapsed()
-    );
-    let million_warm_rss_mib = rss_kib(million.pid) as f64 / 1024.0;
-    let bytes_per_cached = (million_warm_rss_mib - million_cold_rss_mib) * 1024.0 * 1024.0 / a.working_set as f64;
+    // Steady state: every session of the working set has been used once (cached), as in a
+    // deployment that has run for a while. Random sampling would take millions of requests
+    // to touch them all; this walks the list once, 64 at a time, paced over one identity-token
+    // half-life (tokens are re-signed when half their `identity.ttl`, 5 minutes, is left):
+    // walked at full speed, all 300,000 tokens would be signed within a minute and fall due
+    // together 150 s later, and a round landing in that wave would sign on nearly every
+    // request. Spread like this, renewals come at the steady rate of a running deployment
+    // (working set / 150 s per second), which is part of what is measured. A small store, as
+    // `scripts/profile` uses, renews too few tokens to matter: no pacing.
+    let pace = if a.working_set >= 10_000 {
+        Duration::from_secs(150)
+    } else {
+        Duration::ZERO
+    };
+    let warm = || async {
+        let warmed = Instant::now();
+        let failures = warm_cache(&client, million.addr, &cookies_file, 64, pace).await?;
+        eprintln!(
+            "warmed {} sessions in {:?} ({failures} failed)",
+            a.working_set,
+            warmed.elapsed()
+        );
+        let rss = rss_kib(million.pid) as f64 / 1024.0;
+        Ok::<_, String>((
+            rss,
+            (rss - million_cold_rss_mib) * 1024.0 * 1024.0 / a.working_set as f64,
+        ))
+    };
 
     if let Some(secs) = a.hold {
+        let (million_warm_rss_mib, bytes_per_cached) = warm().await?;
         println!(
             "{}",
             serde_json::json!({
@@ -983,9 +1007,19 @@ async fn run(a: Args) -> Result<(), String> {
                 "session_cookie": format!("nini-auth.session={session}"),
                 "cookies_file": cookies_file.display().to_string(),
                 "upstream": up.to_string(),
+                "million_rss_mib": { "before_caching": million_cold_rss_mib, "cached": million_warm_rss_mib },
+                "bytes_per_cached_session": bytes_per_cached,
             })
         );
-        tokio::time::sleep(Duration::from_secs(secs)).await;
+        // Stopped by SIGTERM or SIGINT as well as by the clock: returning drops `procs`, which
+        // stops every process this run started (killed outright, they would outlive it).
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
         return Ok(());
     }
     // Scripts with equal client-side cost for the compared pairs.
@@ -1008,7 +1042,18 @@ async fn run(a: Args) -> Result<(), String> {
         headers: Vec<String>,
         script: Option<PathBuf>,
         pids: Vec<u32>,
+        phase: Phase,
     }
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Phase {
+        /// In the interleaved rounds.
+        Interleaved,
+        /// The million-session store before its working set is cached.
+        Alone,
+        /// The million-session store right after its working set is cached.
+        Warmed,
+    }
+    let (mut million_warm_rss_mib, mut bytes_per_cached) = (0.0, 0.0);
     let nini_url = |p: &str| format!("http://{}{p}", nini.addr);
     let million_url = format!("http://{}/dashboard/x", million.addr);
     let cases = vec![
@@ -1018,6 +1063,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![],
             script: None,
             pids: nginx_pids.clone(),
+            phase: Phase::Interleaved,
         },
         Case {
             name: "bare pingora passthrough",
@@ -1025,6 +1071,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![],
             script: None,
             pids: vec![bp_pid],
+            phase: Phase::Interleaved,
         },
         Case {
             name: "nini-auth passthrough (public, no cookie)",
@@ -1032,6 +1079,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![],
             script: None,
             pids: vec![nini.pid],
+            phase: Phase::Interleaved,
         },
         Case {
             name: "nini-auth signed-in protected path",
@@ -1039,6 +1087,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![cookie.clone()],
             script: None,
             pids: vec![nini.pid],
+            phase: Phase::Interleaved,
         },
         Case {
             name: "bare pingora answering itself",
@@ -1046,6 +1095,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![],
             script: None,
             pids: vec![ba_pid],
+            phase: Phase::Interleaved,
         },
         Case {
             name: "nini-auth GET /api/auth/session (anonymous)",
@@ -1053,6 +1103,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![],
             script: None,
             pids: vec![nini.pid],
+            phase: Phase::Interleaved,
         },
         Case {
             name: "nini-auth GET /api/auth/session (signed in)",
@@ -1060,6 +1111,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![cookie.clone()],
             script: None,
             pids: vec![nini.pid],
+            phase: Phase::Interleaved,
         },
         Case {
             name: "nini-auth random forged cookie per request",
@@ -1067,6 +1119,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![],
             script: Some(forged),
             pids: vec![nini.pid],
+            phase: Phase::Interleaved,
         },
         Case {
             name: "nini-auth random other cookie per request (control)",
@@ -1074,6 +1127,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![],
             script: Some(forged_control),
             pids: vec![nini.pid],
+            phase: Phase::Interleaved,
         },
         Case {
             name: "1M sessions: one session",
@@ -1081,6 +1135,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![],
             script: Some(single),
             pids: vec![million.pid],
+            phase: Phase::Alone,
         },
         Case {
             name: "1M sessions: random over the working set",
@@ -1088,6 +1143,7 @@ async fn run(a: Args) -> Result<(), String> {
             headers: vec![],
             script: Some(random_file),
             pids: vec![million.pid],
+            phase: Phase::Warmed,
         },
     ];
     let mut results: BTreeMap<&'static str, Vec<Run>> = BTreeMap::new();
@@ -1095,15 +1151,36 @@ async fn run(a: Args) -> Result<(), String> {
     let mut ws_nginx = Vec::new();
     let mut ws_nini = Vec::new();
     let ws_secs = a.duration.min(10);
+    let run = |round: usize, c: &Case, results: &mut BTreeMap<&'static str, Vec<Run>>| -> Result<(), String> {
+        eprintln!("round {round}: {}", c.name);
+        let r = wrk(&a, &c.url, &c.headers, c.script.as_deref(), &c.pids, hz)?;
+        eprintln!(
+            "  {:.0} req/s, p99 {:.2} ms, {:.1} µs CPU/req",
+            r.rps, r.p99_ms, r.cpu_us_per_req
+        );
+        results.entry(c.name).or_default().push(r);
+        Ok(())
+    };
+    // The million-session pair first. One session while it is the only one cached and the
+    // process has nothing else to do; then the working set is warmed and random access runs
+    // right after, back to back: a running deployment's sessions are used continuously, so
+    // their identity tokens are renewed at a steady rate and their activity is written every
+    // minute, and that work is charged to the random case alone. Left idle through the other
+    // scenarios' minutes, every token would be due at the next round and the round would
+    // measure a burst of signatures no running deployment has.
+    for phase in [Phase::Alone, Phase::Warmed] {
+        if phase == Phase::Warmed {
+            (million_warm_rss_mib, bytes_per_cached) = warm().await?;
+        }
+        for round in 1..=a.rounds {
+            for c in cases.iter().filter(|c| c.phase == phase) {
+                run(round, c, &mut results)?;
+            }
+        }
+    }
     for round in 1..=a.rounds {
-        for c in &cases {
-            eprintln!("round {round}: {}", c.name);
-            let r = wrk(&a, &c.url, &c.headers, c.script.as_deref(), &c.pids, hz)?;
-            eprintln!(
-                "  {:.0} req/s, p99 {:.2} ms, {:.1} µs CPU/req",
-                r.rps, r.p99_ms, r.cpu_us_per_req
-            );
-            results.entry(c.name).or_default().push(r);
+        for c in cases.iter().filter(|c| c.phase == Phase::Interleaved) {
+            run(round, c, &mut results)?;
         }
         eprintln!("round {round}: logins");
         logins.push(login_rate(&base, 32, a.duration, &[nini.pid], hz).await?);
