@@ -338,19 +338,11 @@ mod tests {
     fn ready_values_are_the_identity_headers() {
         let id = Identity {
             user_id: "u-1".into(),
-            session_id: "s".into(),
             open_id: "open é".into(),
             display_name: Some("María".into()),
-            username: None,
             avatar: Some("https://cdn.example/a.jpeg".into()),
             verified: true,
-            videos: 0,
-            streak: 0,
-            nini_score: 0,
-            follower_count: None,
-            session_expires: 0,
-            grant_error: None,
-            derived: Default::default(),
+            ..Default::default()
         };
         let ready = ready(&id);
         let got: Vec<(&str, &str)> = ready

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 /// What the proxy needs to know about a signed-in user; cached in memory per session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Identity {
     pub user_id: String,
     /// The session's own id (`sessions.id`): not a credential, safe to show and to put in

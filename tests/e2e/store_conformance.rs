@@ -266,8 +266,8 @@ async fn devices_list_and_activity_only_moves_forward(f: Fixture) {
     assert_eq!(seen(&second.session_id), Some(90));
 }
 
-/// The flusher writes a minute's notes in several transactions (`Activity::write_to`): the
-/// sessions in the first and the last of them are both recorded, and nothing is left over.
+/// The flusher writes a minute's notes in several transactions (`Activity::write_to`, 5,000
+/// rows each): the sessions in the first and in the last of them are both recorded.
 async fn a_busy_minute_of_activity_is_written_in_every_chunk(f: Fixture) {
     use nini_auth::crypto::hex;
     let s = f.open().await;
@@ -276,8 +276,9 @@ async fn a_busy_minute_of_activity_is_written_in_every_chunk(f: Fixture) {
     let b = login(&*s, "b", &hex(&last), 5000, 10).await;
     let activity = nini_auth::store::cache::Activity::default();
     activity.note(last, &b.user_id, 300);
-    // Sessions the store does not know (signed out meanwhile) sort between the two.
-    for i in 0..4500u32 {
+    // Sessions the store does not know (signed out meanwhile) sort between the two: three
+    // transactions, `first` in the first and `last` in the third.
+    for i in 0..11_000u32 {
         let mut key = [0x20; 32];
         key[1..5].copy_from_slice(&i.to_be_bytes());
         activity.note(key, &a.user_id, 200);
