@@ -90,9 +90,15 @@ fn args() -> Result<Args, String> {
 #[derive(Default)]
 struct Procs(Vec<Child>);
 
+/// Every process a run started, for `main`'s signal handler (which cannot reach `Procs`).
+static STARTED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
 impl Procs {
     fn add(&mut self, c: Child) -> u32 {
         let pid = c.id();
+        if let Ok(mut started) = STARTED.lock() {
+            started.push(pid);
+        }
         self.0.push(c);
         pid
     }
@@ -807,6 +813,29 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(64);
         }
     };
+    // Stopped by SIGTERM or Ctrl-C (scripts/profile stops a `--hold` run so), it stops every
+    // process it started first: they would outlive it. A task of its own, so a blocking wrk
+    // run in the main task does not delay it.
+    tokio::spawn(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        let pids = STARTED.lock().map(|p| p.clone()).unwrap_or_default();
+        for pid in &pids {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        eprintln!("bench: interrupted; stopped the {} processes it started", pids.len());
+        std::process::exit(130);
+    });
     match run(a).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -1011,15 +1040,8 @@ async fn run(a: Args) -> Result<(), String> {
                 "bytes_per_cached_session": bytes_per_cached,
             })
         );
-        // Stopped by SIGTERM or SIGINT as well as by the clock: returning drops `procs`, which
-        // stops every process this run started (killed outright, they would outlive it).
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        // Until the time is up or a signal stops it (see `main`).
+        tokio::time::sleep(Duration::from_secs(secs)).await;
         return Ok(());
     }
     // Scripts with equal client-side cost for the compared pairs.
