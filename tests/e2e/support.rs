@@ -367,6 +367,24 @@ impl Browser {
 
     /// Submits the mock's consent page (as a person clicking) and returns the callback URL
     /// TikTok redirects to.
+    /// The mock's scripted consent (`mock_auto`, `mock_user`, `mock_scopes`, … in `params`):
+    /// decided without the page; returns the callback URL the mock redirects to.
+    pub async fn scripted_consent(&self, authorize_url: &str, params: &str) -> String {
+        let decided = self
+            .client
+            .get(format!("{authorize_url}&{params}"))
+            .send()
+            .await
+            .expect("scripted consent");
+        assert_eq!(decided.status().as_u16(), 302, "the mock redirects to the callback");
+        decided
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("callback")
+            .to_string()
+    }
+
     pub async fn consent(&self, authorize_url: &str, action: &str) -> String {
         // The consent page is TikTok's, with its own cookies: use a plain request.
         let page = self.client.get(authorize_url).send().await.expect("consent page");
@@ -550,19 +568,9 @@ pub async fn deliver_deauthorization(base: &str, at: i64) -> u16 {
 /// Signs `b` in as the mock user `open_id` (scripted consent); returns the session cookie.
 pub async fn sign_in_as(env: &TestEnv, b: &Browser, open_id: &str) -> String {
     let authorize = b.start_signin(env, "/").await;
-    let consent = b
-        .client
-        .get(format!("{authorize}&mock_user={open_id}&mock_auto=authorize"))
-        .send()
-        .await
-        .expect("consent");
-    assert_eq!(consent.status().as_u16(), 302);
-    let cb = consent
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("callback")
-        .to_string();
+    let cb = b
+        .scripted_consent(&authorize, &format!("mock_user={open_id}&mock_auto=authorize"))
+        .await;
     assert_eq!(b.get(&cb).await.status, 302);
     b.cookie(session_cookie_name()).expect("session cookie")
 }

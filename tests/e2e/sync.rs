@@ -314,21 +314,12 @@ async fn without_video_list_consent_videos_are_skipped_and_reconsent_offered() {
     let b = Browser::new();
     let authorize = b.start_signin(&env, "/dashboard").await;
     // The person unticks video.list and user.info.stats on TikTok's consent page.
-    let decided = b
-        .client
-        .get(format!(
-            "{authorize}&mock_auto=authorize&mock_scopes=user.info.basic,user.info.profile"
-        ))
-        .send()
-        .await
-        .expect("authorize");
-    assert_eq!(decided.status().as_u16(), 302);
-    let cb = decided
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("callback")
-        .to_string();
+    let cb = b
+        .scripted_consent(
+            &authorize,
+            "mock_auto=authorize&mock_scopes=user.info.basic,user.info.profile",
+        )
+        .await;
     assert_eq!(b.get(&cb).await.status, 302);
     env.mock.clear_requests();
 
