@@ -1023,27 +1023,6 @@ async fn run(a: Args) -> Result<(), String> {
         ))
     };
 
-    if let Some(secs) = a.hold {
-        let (million_warm_rss_mib, bytes_per_cached) = warm().await?;
-        println!(
-            "{}",
-            serde_json::json!({
-                "nginx_proxy": np.to_string(), "nginx_pids": nginx_pids,
-                "bare_pass": bp.to_string(), "bare_pass_pid": bp_pid,
-                "bare_answer": ba.to_string(), "bare_answer_pid": ba_pid,
-                "nini": nini.addr.to_string(), "nini_pid": nini.pid,
-                "million": million.addr.to_string(), "million_pid": million.pid,
-                "session_cookie": format!("nini-auth.session={session}"),
-                "cookies_file": cookies_file.display().to_string(),
-                "upstream": up.to_string(),
-                "million_rss_mib": { "before_caching": million_cold_rss_mib, "cached": million_warm_rss_mib },
-                "bytes_per_cached_session": bytes_per_cached,
-            })
-        );
-        // Until the time is up or a signal stops it (see `main`).
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        return Ok(());
-    }
     // Scripts with equal client-side cost for the compared pairs.
     let forged = cookie_script(d, "forged.lua", "/public/x", "nini-auth.session", None)?;
     let forged_control = cookie_script(d, "forged-control.lua", "/public/x", "x-other", None)?;
@@ -1057,6 +1036,29 @@ async fn run(a: Args) -> Result<(), String> {
     let one_file = d.join("one.txt");
     std::fs::write(&one_file, format!("{one}\n")).map_err(|e| e.to_string())?;
     let single = cookie_script(d, "single.lua", "/dashboard/x", "nini-auth.session", Some(&one_file))?;
+
+    if let Some(secs) = a.hold {
+        let (million_warm_rss_mib, bytes_per_cached) = warm().await?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "nginx_proxy": np.to_string(), "nginx_pids": nginx_pids,
+                "bare_pass": bp.to_string(), "bare_pass_pid": bp_pid,
+                "bare_answer": ba.to_string(), "bare_answer_pid": ba_pid,
+                "nini": nini.addr.to_string(), "nini_pid": nini.pid,
+                "million": million.addr.to_string(), "million_pid": million.pid,
+                "session_cookie": format!("nini-auth.session={session}"),
+                "cookies_file": cookies_file.display().to_string(),
+                "random_script": random_file.display().to_string(),
+                "upstream": up.to_string(),
+                "million_rss_mib": { "before_caching": million_cold_rss_mib, "cached": million_warm_rss_mib },
+                "bytes_per_cached_session": bytes_per_cached,
+            })
+        );
+        // Until the time is up or a signal stops it (see `main`).
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        return Ok(());
+    }
 
     struct Case {
         name: &'static str,
