@@ -26,6 +26,7 @@ use base64::Engine;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::Serialize;
 
+use super::headers::Ready;
 use crate::config::{Config, IdentityConfig};
 use crate::crypto::KeyRing;
 use crate::store::Identity;
@@ -137,13 +138,14 @@ impl IdentitySigner {
 
     /// The `X-Nini-Identity` value for this user at `now` (None when disabled).
     pub fn header_value(&self, id: &Identity, now: i64) -> Option<String> {
-        self.header(id, now).and_then(|v| v.to_str().ok().map(String::from))
+        self.header(id, &super::headers::ready(id), now)
+            .and_then(|v| v.to_str().ok().map(String::from))
     }
 
-    /// `header_value` as a header value, for the proxy.
-    pub fn header(&self, id: &Identity, now: i64) -> Option<http::HeaderValue> {
+    /// `header_value` as a header value, for the proxy, which has the identity's `Ready`
+    /// values at hand already.
+    pub fn header(&self, id: &Identity, ready: &Ready, now: i64) -> Option<http::HeaderValue> {
         let signer = self.signer.as_ref()?;
-        let ready = super::headers::ready(id);
         let slot = || ready.token.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = slot().as_ref().filter(|t| signer.fresh(t, now)) {
             return Some(t.value.clone());

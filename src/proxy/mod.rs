@@ -535,10 +535,11 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<()> {
         strip_spoofable(up, &self.strip);
         if let Some(id) = &ctx.identity {
-            for (name, value) in headers::ready(id).headers.iter() {
+            let ready = headers::ready(id);
+            for (name, value) in ready.headers.iter() {
                 up.insert_header(*name, value.clone())?;
             }
-            if let Some(jwt) = self.auth.identity_jwt.header(id, self.auth.clock.now()) {
+            if let Some(jwt) = self.auth.identity_jwt.header(id, &ready, self.auth.clock.now()) {
                 up.insert_header(headers::IDENTITY_JWT, jwt)?;
             }
         }
